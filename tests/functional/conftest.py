@@ -1,0 +1,87 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Fixtures for the functional tests, which run a real OPA.
+
+The OPA binary is ``$OSLO_OPA_BIN`` when set, otherwise the one that
+``tools/install-opa.sh`` builds (once, then cached). Without Go the tests
+are skipped, unless ``OSLO_OPA_REQUIRE_OPA=1`` (as in CI), where a missing
+OPA is a failure.
+"""
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+INSTALL_OPA = REPO_ROOT / 'tools' / 'install-opa.sh'
+# Exit status of install-opa.sh when Go is not installed.
+NO_GO_EXIT = 3
+# A build from an empty Go cache takes 1-3 minutes on 2 cores.
+INSTALL_TIMEOUT = 30 * 60
+
+
+def _require_opa():
+    return os.environ.get('OSLO_OPA_REQUIRE_OPA') == '1'
+
+
+@pytest.fixture(scope='session')
+def opa_bin():
+    """Absolute path of the OPA binary the functional tests run."""
+    explicit = os.environ.get('OSLO_OPA_BIN')
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return os.path.abspath(explicit)
+        pytest.fail(f'OSLO_OPA_BIN={explicit!r} is not an executable file')
+
+    try:
+        proc = subprocess.run(
+            ['bash', str(INSTALL_OPA)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr or ''
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode(errors='replace')
+        pytest.fail(
+            f'{INSTALL_OPA} did not finish in {INSTALL_TIMEOUT}s:\n{stderr}'
+        )
+
+    if proc.returncode == NO_GO_EXIT:
+        message = (
+            'Go is not installed: the functional tests need the real OPA '
+            'built by tools/install-opa.sh'
+        )
+        if _require_opa():
+            pytest.fail(f'{message} (OSLO_OPA_REQUIRE_OPA=1)')
+        pytest.skip(message)
+    if proc.returncode != 0:
+        pytest.fail(
+            f'{INSTALL_OPA} failed with exit status {proc.returncode}:\n'
+            f'{proc.stderr}'
+        )
+
+    lines = proc.stdout.strip().splitlines()
+    path = lines[-1].strip() if lines else ''
+    if not (os.path.isabs(path) and os.access(path, os.X_OK)):
+        pytest.fail(
+            f'{INSTALL_OPA} printed no usable OPA path (got {path!r}):\n'
+            f'{proc.stderr}'
+        )
+    return path
