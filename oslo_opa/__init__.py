@@ -1,0 +1,1 @@
+"""oslo.opa: oslo.policy decisions made by Open Policy Agent's Rego."""

@@ -1,0 +1,460 @@
+"""Check trees to Rego: one module per rule, oslo.policy's semantics.
+
+Each rule becomes a package with ``state`` ("t", "f" or "e", see
+``rego/oslo_opa/lib.rego``), ``allow`` (state is "t") and ``error``
+(state is "e").  This is the only place that knows what each of
+oslo.policy's check classes means; the Rego helpers it calls are in the
+library.  Everything here is pure: a rule table in, module texts out.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import dataclasses
+import json
+import warnings
+from collections.abc import Iterable
+
+from oslo_policy import _checks
+
+from oslo_opa.convert import naming
+from oslo_opa.convert.rules import RuleTable
+from oslo_opa.errors import ConversionError
+
+# How many check nodes a rule that is part of a reference cycle may
+# expand to before the converter gives up on it.
+MAX_CYCLE_EXPANSION = 20000
+
+
+@dataclasses.dataclass
+class CompiledRule:
+    """One converted rule.
+
+    :ivar name: the oslo.policy rule name.
+    :ivar package: its Rego package (``keystone.identity_get_project``).
+    :ivar module: the Rego module text.
+    :ivar check_str: the effective check string, as oslo.policy prints it.
+    :ivar deps: rules whose packages this module reads.
+    :ivar target_keys: target keys its ``%(...)s`` substitutions read.
+    :ivar credentials: top-level credential keys its checks read.
+    """
+
+    name: str
+    package: str
+    module: str
+    check_str: str
+    deps: list[str]
+    target_keys: list[str]
+    credentials: list[str]
+
+    @property
+    def query(self) -> str:
+        return f'data.{self.package}.allow'
+
+    @property
+    def path(self) -> str:
+        return self.package.replace('.', '/') + '/allow'
+
+
+@dataclasses.dataclass
+class Conversion:
+    """The result of :func:`compile_table`."""
+
+    rules: dict[str, CompiledRule]
+    prefix: str
+    default_rule: str | None
+    warnings: list[str]
+
+
+def rego_string(s: str) -> str:
+    """A Rego term equal to s in both OPA and regopy, safe to embed.
+
+    Printable ASCII without quotes or backslashes is written as a plain
+    literal.  Anything else goes through ``base64.decode``: regopy does
+    not unescape ``\\"`` in literals, and no text from a policy file can
+    reach the module unencoded.
+    """
+    if all(' ' <= c <= '~' and c not in '"\\' for c in s):
+        return f'"{s}"'
+    try:
+        raw = s.encode('utf-8')
+    except UnicodeEncodeError as e:
+        raise ConversionError(f'{s!r} is not valid Unicode text') from e
+    return f'base64.decode("{base64.b64encode(raw).decode("ascii")}")'
+
+
+def _comment(text: str) -> str:
+    # json.dumps with ensure_ascii escapes newlines and every non-ASCII
+    # character, so a comment can never end early.
+    return json.dumps(text, ensure_ascii=True)
+
+
+# --- %(key)s substitution -------------------------------------------------
+
+
+@dataclasses.dataclass
+class Format:
+    """A check's match parsed as Python's ``match % target``.
+
+    :ivar parts: literal strings and ``('key', k)`` tuples, in order.
+    :ivar unsupported: a conversion other than ``%(key)s`` or ``%%``
+        follows the parts (Python raises or prints repr(); the converted
+        check denies once the keys before it are present).
+    """
+
+    parts: list[str | tuple[str, str]]
+    unsupported: str | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        return [p[1] for p in self.parts if isinstance(p, tuple)]
+
+    @property
+    def static(self) -> str | None:
+        """The text when there is nothing to substitute."""
+        if self.unsupported is None and not self.keys:
+            return ''.join(p for p in self.parts if isinstance(p, str))
+        return None
+
+
+def parse_format(match: str) -> Format:
+    """Split match the way ``str.__mod__`` reads it with a mapping."""
+    parts: list[str | tuple[str, str]] = []
+    text: list[str] = []
+    i, n = 0, len(match)
+    while i < n:
+        c = match[i]
+        if c != '%':
+            text.append(c)
+            i += 1
+            continue
+        if match.startswith('%%', i):
+            text.append('%')
+            i += 2
+            continue
+        if match.startswith('%(', i):
+            # Python counts nested parentheses inside the key.
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if match[j] == '(':
+                    depth += 1
+                elif match[j] == ')':
+                    depth -= 1
+                j += 1
+            if depth == 0 and j < n and match[j] == 's':
+                if text:
+                    parts.append(''.join(text))
+                    text = []
+                parts.append(('key', match[i + 2 : j - 1]))
+                i = j + 1
+                continue
+        if text:
+            parts.append(''.join(text))
+        return Format(parts, unsupported=match[i:])
+    if text:
+        parts.append(''.join(text))
+    return Format(parts)
+
+
+def _parts_term(parts: Iterable[str | tuple[str, str]]) -> str:
+    terms = []
+    for p in parts:
+        if isinstance(p, tuple):
+            terms.append('{"key": %s}' % rego_string(p[1]))
+        else:
+            terms.append(rego_string(p))
+    return '[%s]' % ', '.join(terms)
+
+
+# --- check trees ----------------------------------------------------------
+
+
+def _references(check: _checks.BaseCheck) -> Iterable[str]:
+    if type(check) is _checks.RuleCheck:
+        yield check.match
+    for sub in getattr(check, 'rules', ()):
+        yield from _references(sub)
+    if isinstance(check, _checks.NotCheck):
+        yield from _references(check.rule)
+
+
+def _cyclic_components(graph: dict[str, list[str]]) -> dict[str, int]:
+    """Tarjan's SCCs; map each rule in a cycle to its component id."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    result: dict[str, int] = {}
+    counter = 0
+    component = 0
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(graph[start]))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, it = work[-1]
+            advanced = False
+            for nxt in it:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(graph[nxt])))
+                    advanced = True
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                members = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    members.append(member)
+                    if member == node:
+                        break
+                if len(members) > 1 or node in graph[node]:
+                    for member in members:
+                        result[member] = component
+                    component += 1
+    return result
+
+
+class _RuleCompiler:
+    """Compiles one rule's tree; rules in a cycle are inlined."""
+
+    def __init__(self, conv: _TableCompiler, name: str) -> None:
+        self.conv = conv
+        self.name = name
+        self.deps: list[str] = []
+        self.target_keys: list[str] = []
+        self.credentials: list[str] = []
+        self.uses_lib = False
+        self.size = 0
+
+    def lib(self, call: str) -> str:
+        self.uses_lib = True
+        return f'lib.{call}'
+
+    def compile(self, check: _checks.BaseCheck, stack: tuple[str, ...]) -> str:
+        self.size += 1
+        if self.size > MAX_CYCLE_EXPANSION:
+            raise ConversionError(
+                f'rule {self.name!r}: its reference cycle expands to more '
+                f'than {MAX_CYCLE_EXPANSION} checks; break the cycle'
+            )
+        kind = type(check)
+        if kind is _checks.TrueCheck:
+            return '"t"'
+        if kind is _checks.FalseCheck:
+            return '"f"'
+        if kind is _checks.NotCheck:
+            return self.lib(f'negate({self.compile(check.rule, stack)})')
+        if kind in (_checks.AndCheck, _checks.OrCheck):
+            fn = 'all_of' if kind is _checks.AndCheck else 'any_of'
+            subs = ', '.join(self.compile(r, stack) for r in check.rules)
+            return self.lib(f'{fn}([{subs}])')
+        if kind is _checks.RuleCheck:
+            return self._rule(check.match, stack)
+        if kind is _checks.RoleCheck:
+            return self._role(check.match)
+        if kind is _checks.GenericCheck:
+            return self._generic(check.kind, check.match)
+        what = getattr(check, 'kind', type(check).__name__)
+        if what in ('http', 'https'):
+            raise ConversionError(
+                f'rule {self.name!r}: {check} asks a remote server; '
+                f'oslo.opa does not convert http: and https: checks '
+                f'(Rego would need http.send, which the embedded engine '
+                f'lacks and which would move the remote call into the '
+                f'policy engine); replace the check before converting'
+            )
+        raise ConversionError(
+            f'rule {self.name!r}: {check} is handled by '
+            f'{type(check).__module__}.{type(check).__qualname__}, a check '
+            f'class oslo.opa cannot convert'
+        )
+
+    def _rule(self, ref: str, stack: tuple[str, ...]) -> str:
+        target = self.conv.resolve(ref)
+        if target is None:
+            # Rules.__missing__ raised KeyError: RuleCheck returns False.
+            return '"f"'
+        if target in stack:
+            cycle = ' -> '.join(stack[stack.index(target) :] + (target,))
+            self.conv.warn(
+                f'rule {self.name!r}: reference cycle {cycle}; oslo.policy '
+                f'raises when it reaches the cycle, the converted rule '
+                f'denies there'
+            )
+            return '"e"'
+        component = self.conv.components.get(self.name)
+        if (
+            component is not None
+            and self.conv.components.get(target) == component
+        ):
+            return self.compile(
+                self.conv.table.rules[target], stack + (target,)
+            )
+        if target not in self.deps:
+            self.deps.append(target)
+        return f'data.{self.conv.packages[target]}.state'
+
+    def _note_keys(self, fmt: Format) -> None:
+        for key in fmt.keys:
+            if key not in self.target_keys:
+                self.target_keys.append(key)
+
+    def _note_cred(self, key: str) -> None:
+        if key not in self.credentials:
+            self.credentials.append(key)
+
+    def _unsupported(self, fmt: Format, what: str) -> str:
+        self.conv.warn(
+            f'rule {self.name!r}: {what}: the substitution '
+            f'{fmt.unsupported!r} is not %(key)s; the converted check '
+            f'denies whenever oslo.policy would get that far'
+        )
+        return self.lib(f'failed({_parts_term(fmt.parts)})')
+
+    def _role(self, match: str) -> str:
+        fmt = parse_format(match)
+        self._note_keys(fmt)
+        self._note_cred('roles')
+        if fmt.unsupported is not None:
+            return self._unsupported(fmt, f'role:{match}')
+        if fmt.static is not None:
+            lowered = fmt.static.lower()
+            return self.lib(f'role_lowered({rego_string(lowered)})')
+        return self.lib(f'role({_parts_term(fmt.parts)})')
+
+    def _generic(self, kind: str, match: str) -> str:
+        fmt = parse_format(match)
+        self._note_keys(fmt)
+        if fmt.unsupported is not None:
+            return self._unsupported(fmt, f'{kind}:{match}')
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                value = ast.literal_eval(kind)
+        except ValueError:
+            return self._path(kind, fmt)
+        except Exception as e:  # noqa: BLE001 - oslo.policy lets it raise
+            self.conv.warn(
+                f'rule {self.name!r}: {kind}:{match}: oslo.policy raises '
+                f'{type(e).__name__} reading {kind!r} as a literal; the '
+                f'converted check denies whenever it is reached'
+            )
+            return self.lib(f'failed({_parts_term(fmt.parts)})')
+        expected = str(value)
+        if fmt.static is not None:
+            return '"t"' if fmt.static == expected else '"f"'
+        return self.lib(
+            f'literal({_parts_term(fmt.parts)}, {rego_string(expected)})'
+        )
+
+    def _path(self, kind: str, fmt: Format) -> str:
+        segments = kind.split('.')
+        self._note_cred(segments[0])
+        branches = self.lib('root')
+        for seg in segments:
+            branches = self.lib(f'step({branches}, {rego_string(seg)})')
+        return self.lib(f'generic({_parts_term(fmt.parts)}, {branches})')
+
+
+class _TableCompiler:
+    def __init__(self, table: RuleTable, prefix: str) -> None:
+        self.table = table
+        self.prefix = prefix
+        self.warnings: list[str] = []
+        self.packages = naming.packages(list(table.rules), prefix)
+        graph = {
+            name: [
+                t
+                for t in (self.resolve(r) for r in _references(check))
+                if t is not None
+            ]
+            for name, check in table.rules.items()
+        }
+        self.components = _cyclic_components(graph)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def resolve(self, ref: str) -> str | None:
+        """The rule ``rule:<ref>`` evaluates, as Rules.__missing__ does."""
+        rules = self.table.rules
+        if ref in rules:
+            return ref
+        default = self.table.default_rule
+        if default and default in rules:
+            return default
+        return None
+
+    def compile_rule(self, name: str) -> CompiledRule:
+        rc = _RuleCompiler(self, name)
+        check = self.table.rules[name]
+        state = rc.compile(check, (name,))
+        package = self.packages[name]
+        lines = [
+            f'# Converted by oslo.opa from the oslo.policy rule '
+            f'{_comment(name)}',
+            f'# check string: {_comment(_check_str(check))}',
+            f'package {package}',
+            '',
+        ]
+        if rc.uses_lib:
+            lines += ['import data.oslo_opa.lib', '']
+        lines += [
+            'default allow := false',
+            '',
+            'allow if state == "t"',
+            '',
+            'default error := false',
+            '',
+            'error if state == "e"',
+            '',
+            f'state := {state}',
+            '',
+        ]
+        return CompiledRule(
+            name=name,
+            package=package,
+            module='\n'.join(lines),
+            check_str=_check_str(check),
+            deps=rc.deps,
+            target_keys=rc.target_keys,
+            credentials=rc.credentials,
+        )
+
+
+def _check_str(check: _checks.BaseCheck) -> str:
+    # Rules.__str__ writes the always-true check as ''.
+    return '' if type(check) is _checks.TrueCheck else str(check)
+
+
+def compile_table(table: RuleTable, prefix: str) -> Conversion:
+    """Convert every rule of table into a Rego module under prefix.
+
+    :raises ConversionError: for a rule that cannot be converted.
+    """
+    tc = _TableCompiler(table, prefix)
+    rules = {name: tc.compile_rule(name) for name in table.rules}
+    return Conversion(
+        rules=rules,
+        prefix=prefix,
+        default_rule=table.default_rule,
+        warnings=list(table.warnings) + tc.warnings,
+    )

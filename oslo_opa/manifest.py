@@ -1,0 +1,117 @@
+"""Read and validate a converted directory's ``manifest.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from oslo_opa.convert import naming
+from oslo_opa.errors import PolicyLoadError
+
+MANIFEST = 'manifest.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleEntry:
+    """What the manifest says about one rule."""
+
+    name: str
+    query: str
+    path: str
+    module: str
+    check_str: str
+    deps: tuple[str, ...]
+    target_keys: tuple[str, ...]
+    credentials: tuple[str, ...]
+    scope_types: tuple[str, ...] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """A converted directory's manifest."""
+
+    directory: str
+    package_prefix: str
+    default_rule: str | None
+    library: tuple[str, ...]
+    rules: dict[str, RuleEntry]
+
+    def rule_for_match(self, match: str) -> RuleEntry | None:
+        """The rule an ``opa:<match>`` check names, if any."""
+        try:
+            name = naming.decode_match(match)
+        except UnicodeDecodeError:
+            return None
+        return self.rules.get(name)
+
+    def closure(self, name: str) -> list[str]:
+        """name and every rule it reads, each once, dependencies first."""
+        order: list[str] = []
+        seen: set[str] = set()
+        stack = [(name, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if expanded:
+                order.append(current)
+                continue
+            if current in seen:
+                continue
+            seen.add(current)
+            stack.append((current, True))
+            for dep in reversed(self.rules[current].deps):
+                if dep not in seen:
+                    stack.append((dep, False))
+        return order
+
+
+def load(directory: str) -> Manifest:
+    """Read ``directory/manifest.json``.
+
+    :raises PolicyLoadError: naming the file and what is wrong.
+    """
+    path = os.path.join(directory, MANIFEST)
+    try:
+        with open(path, encoding='utf-8') as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise PolicyLoadError(f'{path}: cannot read: {e}') from e
+    except ValueError as e:
+        raise PolicyLoadError(f'{path}: not valid JSON: {e}') from e
+    try:
+        rules = {}
+        for name, entry in doc['rules'].items():
+            rules[name] = RuleEntry(
+                name=name,
+                query=entry['query'],
+                path=entry['path'],
+                module=entry['module'],
+                check_str=entry.get('check_str', ''),
+                deps=tuple(entry.get('deps', ())),
+                target_keys=tuple(entry.get('target_keys', ())),
+                credentials=tuple(entry.get('credentials', ())),
+                scope_types=_opt_tuple(entry.get('scope_types')),
+            )
+        for entry in rules.values():
+            for dep in entry.deps:
+                if dep not in rules:
+                    raise PolicyLoadError(
+                        f'{path}: rule {entry.name!r} depends on '
+                        f'{dep!r}, which the manifest does not list'
+                    )
+        return Manifest(
+            directory=directory,
+            package_prefix=doc['package_prefix'],
+            default_rule=doc.get('default_rule'),
+            library=tuple(doc.get('library', ())),
+            rules=rules,
+        )
+    except (KeyError, TypeError, AttributeError) as e:
+        raise PolicyLoadError(
+            f'{path}: not an oslo-opa manifest (missing or bad {e})'
+        ) from e
+
+
+def _opt_tuple(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)

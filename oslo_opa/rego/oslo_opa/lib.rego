@@ -1,0 +1,221 @@
+# The helper library every converted policy imports.
+#
+# A converted check does not evaluate to a boolean but to one of three
+# states, because oslo.policy has three outcomes:
+#   "t"  the check passed,
+#   "f"  the check failed,
+#   "e"  oslo.policy would raise (walking into a string, a ``roles`` value
+#        that is not a list of strings, ...); the whole decision is a deny.
+# Errors propagate through ``not``, ``and`` and ``or`` exactly as Python
+# exceptions do, and the order of the operands decides which of them
+# oslo.policy evaluates at all, so the combinators below keep that order.
+#
+# Every function here is total: it never raises a builtin error and is
+# never undefined for the arguments converted policies pass, so an
+# operand that oslo.policy would not evaluate cannot change the result.
+#
+# rego-cpp (regopy) treats a function's parameters as unbound variables
+# inside a comprehension, so every comprehension below reads only
+# variables bound in its own body (p := param) first.
+package oslo_opa.lib
+
+# any_of(states): oslo.policy's OrCheck, left to right.
+any_of(states) := s if {
+	ss := states
+	found := [x | some x in ss; x != "f"]
+	count(found) > 0
+	s := found[0]
+} else := "f"
+
+# all_of(states): oslo.policy's AndCheck, left to right.
+all_of(states) := s if {
+	ss := states
+	found := [x | some x in ss; x != "t"]
+	count(found) > 0
+	s := found[0]
+} else := "t"
+
+# negate(state): oslo.policy's NotCheck; an error stays an error.
+negate(state) := {"t": "f", "f": "t", "e": "e"}[state]
+
+# has(obj, key): obj is an object holding key (its value may be false or
+# null).
+has(obj, key) if {
+	is_object(obj)
+	type_name(obj[key])
+}
+
+# py_str(v): Python's str(v) for the JSON values whose str() is known
+# here.  Floats arrive as their str() already (see oslo_opa.inputs);
+# other numbers, arrays and objects have no result.
+py_str(v) := v if is_string(v)
+
+py_str(v) := "True" if v == true
+
+py_str(v) := "False" if v == false
+
+py_str(v) := "None" if is_null(v)
+
+py_str(v) := format_int(v, 10) if {
+	is_number(v)
+	v == floor(v)
+}
+
+# py_eq(m, v): Python's ``m == str(v)``.  str() of a list or a dict starts
+# with "[" or "{", so any other m is simply unequal to it; comparing such
+# an m with a container's repr is not supported and denies.
+py_eq(m, v) := "t" if {
+	py_str(v) == m
+} else := "f" if {
+	_printable(v)
+} else := "f" if {
+	is_array(v)
+	not startswith(m, "[")
+} else := "f" if {
+	is_object(v)
+	not startswith(m, "{")
+} else := "e"
+
+# --- %(key)s substitution -------------------------------------------------
+#
+# A match string with substitutions arrives as an array of parts:
+# a string is literal text, {"key": k} is ``%(k)s`` looked up in the
+# target as one flat key (dots and colons are part of the key).
+
+# subst(parts): ["v", string] when every key is present and printable,
+# ["f"] when a key is missing (oslo.policy's KeyError, so the check is
+# False), ["e"] when a value has no str() here.
+subst(parts) := ["f"] if {
+	some p in parts
+	is_object(p)
+	not has(input.target, p.key)
+} else := ["e"] if {
+	some p in parts
+	is_object(p)
+	v := input.target[p.key]
+	not _printable(v)
+} else := ["v", text] if {
+	ps := parts
+	text := concat("", [_part_str(p) | some p in ps])
+}
+
+_printable(v) if is_string(py_str(v))
+
+_part_str(p) := p if is_string(p)
+
+_part_str(p) := py_str(input.target[p.key]) if is_object(p)
+
+# --- role:<match> ---------------------------------------------------------
+
+# The lower-cased roles of the caller, the way oslo.policy iterates
+# creds["roles"]: a list's items, a string's characters, a dict's keys.
+roles_lower contains py_lower(r) if {
+	roles := input.credentials.roles
+	is_array(roles)
+	some r in roles
+}
+
+roles_lower contains py_lower(c) if {
+	roles := input.credentials.roles
+	is_string(roles)
+	some c in regex.find_n(`(?s).`, roles, -1)
+}
+
+roles_lower contains py_lower(k) if {
+	roles := input.credentials.roles
+	is_object(roles)
+	some k, _ in roles
+}
+
+# x.lower() raises for anything but strings, iterating raises for
+# None, numbers and booleans.
+_roles_error if {
+	roles := input.credentials.roles
+	is_array(roles)
+	some r in roles
+	not is_string(r)
+}
+
+_roles_error if {
+	roles := input.credentials.roles
+	not is_array(roles)
+	not is_string(roles)
+	not is_object(roles)
+}
+
+# role_lowered(m): role check whose match is already lower-cased.
+role_lowered(m) := "f" if {
+	not has(input.credentials, "roles")
+} else := "e" if {
+	_roles_error
+} else := "t" if {
+	m in roles_lower
+} else := "f"
+
+# role(parts): role check with substitutions.
+role(parts) := r if {
+	s := subst(parts)
+	s[0] != "v"
+	r := s[0]
+} else := role_lowered(py_lower(subst(parts)[1]))
+
+# --- generic checks -------------------------------------------------------
+
+# literal(parts, value): ``<python literal>:<match>``; value is str() of
+# the literal, computed by the converter.
+literal(parts, value) := r if {
+	s := subst(parts)
+	s[0] != "v"
+	r := s[0]
+} else := "t" if {
+	subst(parts)[1] == value
+} else := "f"
+
+# A walk through the credentials is a list of branches in the order
+# oslo.policy's _find_in_dict visits them: ["v", value] still to be
+# looked at, ["e"] where it would raise.  A branch whose key is
+# missing is False and dropped.
+root := [["v", input.credentials]]
+
+# step(branches, key): look key up in every branch; a list found there
+# becomes one branch per item (lists are walked at every level).
+step(branches, key) := out if {
+	bs := branches
+	k := key
+	out := [n | some b in bs; some n in _step_one(b, k)]
+}
+
+_step_one(b, key) := [b] if b[0] == "e"
+
+else := [["e"]] if not is_object(b[1])
+
+else := [] if not has(b[1], key)
+
+else := out if {
+	v := b[1][key]
+	is_array(v)
+	out := [["v", x] | some x in v]
+}
+
+else := [["v", b[1][key]]]
+
+# generic(parts, branches): ``<creds path>:<match>``.
+generic(parts, branches) := r if {
+	s := subst(parts)
+	s[0] != "v"
+	r := s[0]
+} else := any_of(leaves) if {
+	bs := branches
+	m := subst(parts)[1]
+	leaves := [_leaf(b, m) | some b in bs]
+}
+
+_leaf(b, _) := "e" if b[0] == "e"
+
+_leaf(b, m) := py_eq(m, b[1]) if b[0] == "v"
+
+# failed(parts): a check oslo.policy raises on once its substitutions
+# are done (an unsupported format, a kind ast.literal_eval rejects).
+failed(parts) := "f" if {
+	subst(parts)[0] == "f"
+} else := "e"

@@ -1,0 +1,1 @@
+oslo_opa/rego
