@@ -62,6 +62,19 @@ class Leaves:
     checks: list[_checks.BaseCheck] = dataclasses.field(default_factory=list)
 
     @property
+    def hints(self) -> dict[str, list[Any]]:
+        """Target values that make a literal check pass.
+
+        ``'PRIMARY':%(role)s`` passes only when the target says
+        ``PRIMARY``, which random values seldom do.
+        """
+        out: dict[str, list[Any]] = {}
+        for expected, fmt in self.literals:
+            if len(fmt.parts) == 1 and fmt.keys and not fmt.unsupported:
+                out.setdefault(fmt.keys[0], []).extend(_typed_twins(expected))
+        return out
+
+    @property
     def target_keys(self) -> list[str]:
         keys: list[str] = []
         for fmt in (
@@ -180,9 +193,13 @@ class InputGenerator:
     def _target(self) -> dict[str, Any]:
         rng = self.rng
         target: dict[str, Any] = {}
+        hints = self.leaves.hints
         for key in self.leaves.target_keys:
             if rng.random() < 0.85:
-                target[key] = rng.choice(POOL)
+                if key in hints and rng.random() < 0.4:
+                    target[key] = rng.choice(hints[key])
+                else:
+                    target[key] = rng.choice(POOL)
         if rng.random() < 0.2:
             target['unrelated'] = rng.choice(POOL)
         return target
@@ -230,7 +247,10 @@ class InputGenerator:
 
     def _paths(self, creds: dict[str, Any], target: dict[str, Any]) -> None:
         rng = self.rng
-        for path, fmt in self.leaves.paths:
+        # Checks on one path overwrite each other: vary which one wins.
+        paths = list(self.leaves.paths)
+        rng.shuffle(paths)
+        for path, fmt in paths:
             text = _substitute(fmt, target)
             roll = rng.random()
             if roll < 0.1:

@@ -83,8 +83,10 @@ def delegation_policy(conv: Conversion) -> str:
         '# converted Rego.  Point [oslo_policy] policy_file at this file.\n'
     )
     body = {name: f'opa:{naming.encode_match(name)}' for name in conv.rules}
+    # allow_unicode=False: PyYAML writes some characters (NEL, LS) raw,
+    # and they do not read back as written; escapes always do.
     return header + yaml.safe_dump(
-        body, default_flow_style=False, sort_keys=False, allow_unicode=True
+        body, default_flow_style=False, sort_keys=False, allow_unicode=False
     )
 
 

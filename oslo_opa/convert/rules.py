@@ -279,6 +279,13 @@ def load_rule_table(
                 f'registered defaults are converted'
             )
 
+    for path, data, lines in file_data:
+        for name, value in data.items():
+            if value is None:
+                table.warnings.append(
+                    f'{path}:{lines.get(name, 1)}: rule {name!r} has no '
+                    f'value; oslo.policy reads that as "@" (always allow)'
+                )
     _record_origins(table, file_data, enforcer, all_defaults)
     if errors.messages:
         _name_parse_failures(table, enforcer)
