@@ -9,17 +9,15 @@ references) both ways, or the test is not testing much.
 
 from __future__ import annotations
 
-import copy
 import os
 
 import pytest
-from oslo_config import cfg
 from oslo_policy import _checks
-from oslo_policy import policy as oslo_policy
 
 from oslo_opa import inputs, probe
 from oslo_opa.convert import compile_table, emit, load_rule_table
 from oslo_opa.engine import RegoPolicy
+from tests.differential import INPUTS_PER_RULE, enforcer_for, oslo_decision
 
 CORPUS = os.path.join(os.path.dirname(__file__), '..', 'fixtures', 'corpus')
 SERVICES = sorted(
@@ -27,27 +25,6 @@ SERVICES = sorted(
     for name in os.listdir(CORPUS)
     if name.endswith('.policy.yaml')
 )
-INPUTS_PER_RULE = 100
-
-
-def enforcer_for(table) -> oslo_policy.Enforcer:
-    conf = cfg.ConfigOpts()
-    conf([])
-    enforcer = oslo_policy.Enforcer(conf, use_conf=False)
-    enforcer.set_rules(
-        oslo_policy.Rules(table.rules, table.default_rule), use_conf=False
-    )
-    return enforcer
-
-
-def oslo_decision(enforcer, rule, creds, target) -> bool:
-    """What oslo.policy decides; where it raises, that is a deny."""
-    try:
-        return bool(
-            enforcer.enforce(rule, copy.deepcopy(target), copy.deepcopy(creds))
-        )
-    except Exception:  # noqa: BLE001 - any raise is a deny
-        return False
 
 
 def leaf_outcome(check, target, creds, enforcer):

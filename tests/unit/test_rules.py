@@ -15,7 +15,7 @@ from oslo_opa.convert import compile_table, convert, emit, load_rule_table
 from oslo_opa.engine import RegoPolicy
 from oslo_opa.errors import ConversionError, StrictModeError
 from tests import corpus
-from tests.unit.test_differential import oslo_decision
+from tests.differential import enforcer_for, oslo_decision
 
 
 def write(path, text):
@@ -189,7 +189,7 @@ def test_cycles_are_named_and_deny_only_when_reached(tmp_path):
     conv = convert(str(tmp_path / 'out'), policy_files=[f])
     assert any('a -> b -> a' in w for w in conv.warnings)
     policy = RegoPolicy(str(tmp_path / 'out'))
-    enforcer = _enforcer(table)
+    enforcer = enforcer_for(table)
     for roles in (['admin'], ['member']):
         creds = {'roles': roles}
         for rule in 'abc':
@@ -214,16 +214,6 @@ def test_undefined_reference_falls_back_to_default_rule(tmp_path):
     policy = RegoPolicy(str(tmp_path / 'out'))
     assert policy.evaluate('r', {'credentials': {'roles': ['fallback']}})
     assert not policy.evaluate('r', {'credentials': {'roles': ['x']}})
-
-
-def _enforcer(table):
-    conf = cfg.ConfigOpts()
-    conf([])
-    enforcer = oslo_policy.Enforcer(conf, use_conf=False)
-    enforcer.set_rules(
-        oslo_policy.Rules(table.rules, table.default_rule), use_conf=False
-    )
-    return enforcer
 
 
 def _registered_enforcer(service, enforce_new_defaults):
