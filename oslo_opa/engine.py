@@ -10,22 +10,31 @@ Only ``allow`` is ever read, and only the exact result ``true`` allows:
 undefined, false, a non-boolean or an engine error all deny.  regopy's
 ``Output.expressions()`` is never called (it aborts the process on an
 undefined result).
+
+Inputs are projected: a rule whose modules are as the converter wrote
+them (their SHA-256 matches the manifest) is sent only the credential
+and target keys its checks read.  A hand-edited module gets the whole
+input, so Rego that reads more still works.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import regopy
+import yaml
 
+from oslo_opa import inputs
 from oslo_opa import manifest as manifest_mod
 from oslo_opa.errors import PolicyLoadError
 
 _TRUE = '{"expressions":[true]}'
+_STATES = {'{"expressions":["%s"]}' % s: s for s in 'tfe'}
 
 
 def read_modules(directory: str) -> dict[str, str]:
@@ -46,22 +55,79 @@ def read_modules(directory: str) -> dict[str, str]:
     return modules
 
 
+def _data_files(paths: Iterable[str]) -> list[str]:
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            for name in sorted(os.listdir(path)):
+                if name.endswith(('.json', '.yaml', '.yml')):
+                    files.append(os.path.join(path, name))
+        else:
+            files.append(path)
+    return files
+
+
+def load_data(paths: Iterable[str]) -> dict[str, Any]:
+    """Merge the top-level objects of JSON/YAML files into one document.
+
+    :raises PolicyLoadError: naming the file that cannot be read, is not
+        an object, or defines a key another file defines.
+    """
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for path in _data_files(paths):
+        try:
+            with open(path, encoding='utf-8') as f:
+                doc = yaml.safe_load(f)
+        except (OSError, UnicodeDecodeError) as e:
+            raise PolicyLoadError(f'{path}: cannot read data: {e}') from e
+        except yaml.YAMLError as e:
+            mark = getattr(e, 'problem_mark', None)
+            where = f'{path}:{mark.line + 1}' if mark else path
+            raise PolicyLoadError(f'{where}: not valid JSON or YAML') from e
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise PolicyLoadError(f'{path}: data must be an object')
+        for key, value in doc.items():
+            if key in data:
+                raise PolicyLoadError(
+                    f'{path}: data key {key!r} is also defined in '
+                    f'{origin[key]}'
+                )
+            data[key] = value
+            origin[key] = path
+    return data
+
+
+def _state_path(allow_path: str) -> str:
+    return allow_path.rsplit('/', 1)[0] + '/state'
+
+
 class RegoPolicy:
     """A converted directory, ready to decide rules in this process.
 
+    Thread-safe: interpreters hold input state, so each decision borrows
+    one from a pool (one per concurrent caller, threads or greenlets);
+    bundles are built once under a lock and shared.
+
     :param directory: the output of ``oslo-opa convert``.
-    :param data: a base document made available as ``data`` (must not
-        collide with the policy's packages).
+    :param data: a base document made available as ``data``.
+    :param strict_builtin_errors: a builtin error is an engine error.
     :raises PolicyLoadError: when the manifest or a module can't be read.
     """
 
     def __init__(
-        self, directory: str, data: Mapping[str, Any] | None = None
+        self,
+        directory: str,
+        data: Mapping[str, Any] | None = None,
+        strict_builtin_errors: bool = True,
     ) -> None:
         self.directory = directory
         self.manifest = manifest_mod.load(directory)
         self.modules = read_modules(directory)
         self.data_json = json.dumps(data) if data else None
+        self.strict_builtin_errors = strict_builtin_errors
         owned = {e.module for e in self.manifest.rules.values()}
         for entry in self.manifest.rules.values():
             if entry.module not in self.modules:
@@ -71,15 +137,49 @@ class RegoPolicy:
                 )
         # Library and hand-written modules go into every bundle.
         self._shared = [m for m in self.modules if m not in owned]
+        self._edited = {
+            e.name
+            for e in self.manifest.rules.values()
+            if e.sha256 is None
+            or hashlib.sha256(
+                self.modules[e.module].encode('utf-8')
+            ).hexdigest()
+            != e.sha256
+        }
+        self._projection: dict[str, tuple[list[str], list[str]] | None] = {}
         self._bundles: dict[str, Any] = {}
         self._build_lock = threading.Lock()
-        self._local = threading.local()
+        self._pool: list[regopy.Interpreter] = []
+        self._pool_lock = threading.Lock()
 
-    def _interpreter(self) -> regopy.Interpreter:
-        it = getattr(self._local, 'interpreter', None)
-        if it is None:
-            it = self._local.interpreter = regopy.Interpreter()
+    # --- compiling -------------------------------------------------------
+
+    def _interpreter(self, *names: str) -> regopy.Interpreter:
+        it = regopy.Interpreter()
+        it.strict_built_in_errors = self.strict_builtin_errors
+        if self.data_json:
+            it.add_data_json(self.data_json)
+        for name in names:
+            it.add_module(name, self.modules[name])
         return it
+
+    def validate(self) -> None:
+        """Compile every module together once.
+
+        :raises PolicyLoadError: naming what does not compile.
+        """
+        rules = self.manifest.rules.values()
+        try:
+            it = self._interpreter(*self.modules)
+            bundle = it.build(None, [e.path for e in rules] or None)
+        except regopy.RegoError as e:
+            raise PolicyLoadError(
+                f'{self.directory}: does not compile: {e}'
+            ) from e
+        if not bundle.ok():
+            raise PolicyLoadError(
+                f'{self.directory}: does not compile: {bundle.node()}'
+            )
 
     def bundle(self, rule: str) -> Any:
         """The compiled bundle deciding rule (built once).
@@ -101,12 +201,8 @@ class RegoPolicy:
         names = self._shared + [
             self.manifest.rules[r].module for r in self.manifest.closure(rule)
         ]
-        it = regopy.Interpreter()
         try:
-            if self.data_json:
-                it.add_data_json(self.data_json)
-            for name in names:
-                it.add_module(name, self.modules[name])
+            it = self._interpreter(*names)
             bundle = it.build(None, [entry.path, _state_path(entry.path)])
         except regopy.RegoError as e:
             raise PolicyLoadError(
@@ -119,6 +215,61 @@ class RegoPolicy:
             )
         return bundle
 
+    # --- inputs ------------------------------------------------------------
+
+    def projection(self, rule: str) -> tuple[list[str], list[str]] | None:
+        """(credential keys, target keys) rule reads, or None for all."""
+        if rule not in self._projection:
+            closure = self.manifest.closure(rule)
+            if any(r in self._edited for r in closure):
+                self._projection[rule] = None
+            else:
+                creds: list[str] = []
+                target: list[str] = []
+                for r in closure:
+                    entry = self.manifest.rules[r]
+                    creds += [k for k in entry.credentials if k not in creds]
+                    target += [k for k in entry.target_keys if k not in target]
+                self._projection[rule] = (creds, target)
+        return self._projection[rule]
+
+    def input_for(
+        self, rule: str, creds: Mapping[str, Any], target: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The (projected) input document for one decision.
+
+        :raises KeyError: rule is not in the manifest.
+        :raises inputs.UnrepresentableInput: a value cannot be carried.
+        """
+        if rule not in self.manifest.rules:
+            raise KeyError(rule)
+        keys = self.projection(rule)
+        if keys is not None:
+            creds = {k: creds[k] for k in keys[0] if k in creds}
+            target = {k: target[k] for k in keys[1] if k in target}
+        return {
+            'credentials': inputs.to_json(creds),
+            'target': inputs.to_json(target),
+            'rule': rule,
+        }
+
+    # --- deciding ----------------------------------------------------------
+
+    def _query(self, rule: str, path: str, input_doc: Mapping[str, Any]):
+        bundle = self.bundle(rule)
+        with self._pool_lock:
+            it = self._pool.pop() if self._pool else None
+        if it is None:
+            it = regopy.Interpreter()
+            it.strict_built_in_errors = self.strict_builtin_errors
+        try:
+            it.set_input(regopy.Input(input_doc))
+            out = it.query_bundle_entrypoint(bundle, path)
+            return out.ok(), str(out)
+        finally:
+            with self._pool_lock:
+                self._pool.append(it)
+
     def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> bool:
         """True only when the rule's ``allow`` is exactly true.
 
@@ -126,29 +277,14 @@ class RegoPolicy:
         :raises PolicyLoadError: the rule's modules do not compile.
         :raises regopy.RegoError: the engine failed on this input.
         """
-        bundle = self.bundle(rule)
-        it = self._interpreter()
-        it.set_input(regopy.Input(input_doc))
-        out = it.query_bundle_entrypoint(
-            bundle, self.manifest.rules[rule].path
-        )
-        return out.ok() and str(out) == _TRUE
+        ok, text = self._query(rule, self.manifest.rules[rule].path, input_doc)
+        return ok and text == _TRUE
 
     def state(self, rule: str, input_doc: Mapping[str, Any]) -> str | None:
         """The rule's three-valued ``state`` ("t", "f", "e") or None.
 
         For explaining a decision; :meth:`evaluate` is the decision.
         """
-        bundle = self.bundle(rule)
-        it = self._interpreter()
-        it.set_input(regopy.Input(input_doc))
         path = _state_path(self.manifest.rules[rule].path)
-        out = it.query_bundle_entrypoint(bundle, path)
-        return _STATES.get(str(out)) if out.ok() else None
-
-
-_STATES = {'{"expressions":["%s"]}' % s: s for s in 'tfe'}
-
-
-def _state_path(allow_path: str) -> str:
-    return allow_path.rsplit('/', 1)[0] + '/state'
+        ok, text = self._query(rule, path, input_doc)
+        return _STATES.get(text) if ok else None

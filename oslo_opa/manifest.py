@@ -21,6 +21,7 @@ class RuleEntry:
     query: str
     path: str
     module: str
+    sha256: str | None
     check_str: str
     deps: tuple[str, ...]
     target_keys: tuple[str, ...]
@@ -87,6 +88,7 @@ def load(directory: str) -> Manifest:
                 query=entry['query'],
                 path=entry['path'],
                 module=entry['module'],
+                sha256=entry.get('sha256'),
                 check_str=entry.get('check_str', ''),
                 deps=tuple(entry.get('deps', ())),
                 target_keys=tuple(entry.get('target_keys', ())),

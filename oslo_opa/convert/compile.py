@@ -272,6 +272,12 @@ class _RuleCompiler:
         if kind is _checks.GenericCheck:
             return self._generic(check.kind, check.match)
         what = getattr(check, 'kind', type(check).__name__)
+        if what == 'opa':
+            raise ConversionError(
+                f'rule {self.name!r}: {check} already delegates to '
+                f'oslo.opa; convert the original policy, not a delegation '
+                f'file'
+            )
         if what in ('http', 'https'):
             raise ConversionError(
                 f'rule {self.name!r}: {check} asks a remote server; '

@@ -13,6 +13,7 @@ Layout::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -51,6 +52,11 @@ def module_path(package: str) -> str:
     return package.replace('.', '/') + '.rego'
 
 
+def module_digest(text: str) -> str:
+    """The digest the manifest records, to tell hand-edited modules."""
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
 def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
     """The manifest document for a conversion."""
     rules = {}
@@ -60,6 +66,7 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
             'path': rule.path,
             'package': rule.package,
             'module': module_path(rule.package),
+            'sha256': module_digest(rule.module),
             'check_str': rule.check_str,
             'match': naming.encode_match(name),
             'deps': rule.deps,

@@ -1,0 +1,267 @@
+"""Decisions for callers: a driver, a decision cache and a failure mode.
+
+This is the public API for code that does not go through oslo.policy::
+
+    from oslo_opa import decider
+    d = decider.load('/etc/keystone/opa')
+    d.decide('identity:get_project', target, creds)         # -> bool
+    d.decide_many([('identity:get_project', t1), ...], creds)  # -> [bool]
+
+and what the ``opa`` rule check uses, built from ``[oslo_opa]``.
+Every failure to decide (policy not loadable, unknown rule, evaluation
+error, unreachable server) is one log line naming the rule, and a deny,
+or with ``failure_mode = fallback`` the rule's oslo.policy check string
+from the manifest, evaluated by oslo.policy.  Credentials never reach the
+logs unmasked.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from oslo_opa import inputs
+from oslo_opa.drivers import DecisionError, Driver, Settings, load_driver
+from oslo_opa.errors import PolicyLoadError
+
+LOG = logging.getLogger(__name__)
+
+FAILURE_MODES = ('deny', 'fallback')
+
+
+class DecisionCache:
+    """A bounded LRU of decisions with a time to live; thread-safe."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._data: collections.OrderedDict[Any, tuple[float, bool]] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> bool | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None:
+                return None
+            if hit[0] < time.monotonic():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: Any, value: bool) -> None:
+        with self._lock:
+            self._data[key] = (time.monotonic() + self.ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+class Fallback:
+    """A rule's converted-from oslo.policy check string, by oslo.policy."""
+
+    def __init__(self, manifest: Any) -> None:
+        from oslo_config import cfg
+        from oslo_policy import policy as oslo_policy
+
+        conf = cfg.ConfigOpts()
+        conf(args=[], default_config_files=[])
+        self._enforcer = oslo_policy.Enforcer(conf, use_conf=False)
+        self._enforcer.set_rules(
+            oslo_policy.Rules.from_dict(
+                {n: e.check_str for n, e in manifest.rules.items()},
+                manifest.default_rule,
+            ),
+            use_conf=False,
+        )
+
+    def decide(
+        self, rule: str, target: Mapping[str, Any], creds: dict[str, Any]
+    ) -> bool:
+        try:
+            return bool(self._enforcer.enforce(rule, target, dict(creds)))
+        except Exception:  # noqa: BLE001 - oslo.policy raising is a deny
+            return False
+
+
+class Decider:
+    """Decides rules with a driver, a cache and a failure mode.
+
+    :param driver: the driver instance (see :func:`load`).
+    :param failure_mode: ``deny`` or ``fallback``.
+    :param cache_size: decisions remembered; 0 turns the cache off.
+    :param cache_ttl: seconds a remembered decision stays valid.
+    """
+
+    def __init__(
+        self,
+        driver: Driver | None,
+        failure_mode: str = 'deny',
+        cache_size: int = 1024,
+        cache_ttl: float = 30.0,
+        driver_error: str | None = None,
+    ) -> None:
+        if failure_mode not in FAILURE_MODES:
+            raise ValueError(f'failure_mode must be one of {FAILURE_MODES}')
+        self.driver = driver
+        self.driver_error = driver_error
+        self.failure_mode = failure_mode
+        self.cache = (
+            DecisionCache(cache_size, cache_ttl) if cache_size > 0 else None
+        )
+        self._cache_generation = None
+        self._fallback: tuple[int, Fallback | None] | None = None
+
+    def decide(self, rule: str, target: Mapping[str, Any], creds: Any) -> bool:
+        """Whether creds may do rule on target (never raises)."""
+        return self.decide_many([(rule, target)], creds)[0]
+
+    def decide_many(
+        self, requests: Sequence[tuple[str, Mapping[str, Any]]], creds: Any
+    ) -> list[bool]:
+        """Decide several (rule, target) pairs for one caller."""
+        creds_dict = inputs.credentials_dict(creds)
+        driver = self.driver
+        if driver is None:
+            return [
+                self._failed(rule, target, creds_dict, self.driver_error)
+                for rule, target in requests
+            ]
+        cache = self.cache
+        if cache is not None and self._cache_generation != driver.generation:
+            cache.clear()
+            self._cache_generation = driver.generation
+        results: list[bool | None] = [None] * len(requests)
+        pending: list[tuple[int, str, dict, Any]] = []
+        for i, (rule, target) in enumerate(requests):
+            try:
+                doc = driver.input_for(rule, creds_dict, target)
+            except DecisionError as e:
+                results[i] = self._failed(rule, target, creds_dict, str(e))
+                continue
+            key = None
+            if cache is not None:
+                key = json.dumps(doc, sort_keys=True, separators=(',', ':'))
+                hit = cache.get(key)
+                if hit is not None:
+                    results[i] = hit
+                    continue
+            pending.append((i, rule, doc, key))
+        if pending:
+            decided = driver.decide_many([(r, d) for _, r, d, _ in pending])
+            for (i, rule, _doc, key), outcome in zip(
+                pending, decided, strict=True
+            ):
+                if isinstance(outcome, DecisionError):
+                    target = requests[i][1]
+                    results[i] = self._failed(
+                        rule, target, creds_dict, str(outcome)
+                    )
+                    continue
+                results[i] = outcome
+                if key is not None:
+                    cache.put(key, outcome)
+        return [bool(r) for r in results]
+
+    def _failed(
+        self,
+        rule: str,
+        target: Mapping[str, Any],
+        creds: dict[str, Any],
+        why: str | None,
+    ) -> bool:
+        if self.failure_mode == 'fallback':
+            fallback = self._fallback_for_current_policy()
+            if fallback is not None and self._knows(rule):
+                LOG.warning(
+                    'oslo.opa: rule %r: %s; deciding with its oslo.policy '
+                    'check string instead',
+                    rule,
+                    why,
+                )
+                return fallback.decide(rule, target, creds)
+        LOG.warning('oslo.opa: rule %r: %s; denying', rule, why)
+        return False
+
+    def _knows(self, rule: str) -> bool:
+        manifest = getattr(self.driver, 'manifest', None)
+        return manifest is not None and rule in manifest.rules
+
+    def _fallback_for_current_policy(self) -> Fallback | None:
+        driver = self.driver
+        manifest = getattr(driver, 'manifest', None)
+        if manifest is None:
+            return None
+        generation = driver.generation
+        if self._fallback is None or self._fallback[0] != generation:
+            try:
+                self._fallback = (generation, Fallback(manifest))
+            except Exception as e:  # noqa: BLE001 - keep denying instead
+                LOG.error('oslo.opa: cannot build the fallback: %s', e)
+                self._fallback = (generation, None)
+        return self._fallback[1]
+
+    def close(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+
+
+def load(
+    rego_path: str | None = None,
+    data_path: Sequence[str] = (),
+    driver: str = 'embedded',
+    failure_mode: str = 'deny',
+    cache_size: int = 1024,
+    cache_ttl: float = 30.0,
+    reload_interval: float = 5.0,
+    strict_builtin_errors: bool = True,
+    **options: Any,
+) -> Decider:
+    """A Decider for a converted directory (or an OPA, with options).
+
+    A driver that cannot start is logged once; the Decider then denies
+    (or falls back) on every decision rather than raising.
+    """
+    settings = Settings(
+        rego_path=rego_path,
+        data_path=tuple(data_path),
+        reload_interval=reload_interval,
+        strict_builtin_errors=strict_builtin_errors,
+        options=options,
+    )
+    try:
+        drv = load_driver(driver, settings)
+        error = None
+    except PolicyLoadError as e:
+        LOG.error('oslo.opa: %s', e)
+        drv, error = None, str(e)
+    return Decider(drv, failure_mode, cache_size, cache_ttl, error)
+
+
+def from_conf(conf: Any) -> Decider:
+    """A Decider configured by a ConfigOpts' ``[oslo_opa]`` group."""
+    from oslo_opa import opts
+
+    opts.register_opts(conf)
+    group = conf.oslo_opa
+    return load(
+        rego_path=group.rego_path,
+        data_path=group.data_path,
+        driver=group.driver,
+        failure_mode=group.failure_mode,
+        cache_size=group.cache_size,
+        cache_ttl=group.cache_ttl,
+        reload_interval=group.reload_interval,
+        strict_builtin_errors=group.strict_builtin_errors,
+    )
