@@ -20,12 +20,14 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from oslo_opa import inputs
+from oslo_opa import manifest as manifest_mod
 from oslo_opa.drivers import DecisionError, Driver, Settings, load_driver
 from oslo_opa.errors import PolicyLoadError
 
@@ -102,6 +104,9 @@ class Decider:
     :param failure_mode: ``deny`` or ``fallback``.
     :param cache_size: decisions remembered; 0 turns the cache off.
     :param cache_ttl: seconds a remembered decision stays valid.
+    :param driver_error: why there is no driver (driver is None).
+    :param rego_path: the converted directory, whose manifest the
+        fallback reads when the driver has none.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class Decider:
         cache_size: int = 1024,
         cache_ttl: float = 30.0,
         driver_error: str | None = None,
+        rego_path: str | None = None,
     ) -> None:
         if failure_mode not in FAILURE_MODES:
             raise ValueError(f'failure_mode must be one of {FAILURE_MODES}')
@@ -121,7 +127,9 @@ class Decider:
             DecisionCache(cache_size, cache_ttl) if cache_size > 0 else None
         )
         self._cache_generation = None
-        self._fallback: tuple[int, Fallback | None] | None = None
+        self._fallback: tuple[Any, Fallback | None] | None = None
+        self._own_manifest: tuple[int, Any] | None = None
+        self.rego_path = rego_path
 
     def decide(self, rule: str, target: Mapping[str, Any], creds: Any) -> bool:
         """Whether creds may do rule on target (never raises)."""
@@ -139,20 +147,27 @@ class Decider:
                 for rule, target in requests
             ]
         cache = self.cache
-        if cache is not None and self._cache_generation != driver.generation:
-            cache.clear()
-            self._cache_generation = driver.generation
         results: list[bool | None] = [None] * len(requests)
         pending: list[tuple[int, str, dict, Any]] = []
         for i, (rule, target) in enumerate(requests):
             try:
+                # May reload the policy: read the generation after it.
                 doc = driver.input_for(rule, creds_dict, target)
             except DecisionError as e:
                 results[i] = self._failed(rule, target, creds_dict, str(e))
                 continue
             key = None
             if cache is not None:
-                key = json.dumps(doc, sort_keys=True, separators=(',', ':'))
+                generation = driver.generation
+                if self._cache_generation != generation:
+                    cache.clear()
+                    self._cache_generation = generation
+                # The generation is part of the key: an answer from an
+                # older policy, stored late, is never served for a newer.
+                key = (
+                    generation,
+                    json.dumps(doc, sort_keys=True, separators=(',', ':')),
+                )
                 hit = cache.get(key)
                 if hit is not None:
                     results[i] = hit
@@ -194,22 +209,40 @@ class Decider:
         LOG.warning('oslo.opa: rule %r: %s; denying', rule, why)
         return False
 
-    def _knows(self, rule: str) -> bool:
+    def _manifest(self) -> Any:
+        """The manifest in force: the driver's, or rego_path's own."""
         manifest = getattr(self.driver, 'manifest', None)
+        if manifest is not None or not self.rego_path:
+            return manifest
+        # The driver has no policy (it did not start, or its data does
+        # not load): the fallback still has the manifest's check strings.
+        path = os.path.join(self.rego_path, manifest_mod.MANIFEST)
+        try:
+            stamp = os.stat(path).st_mtime_ns
+        except OSError:
+            return None
+        if self._own_manifest is None or self._own_manifest[0] != stamp:
+            try:
+                self._own_manifest = (stamp, manifest_mod.load(self.rego_path))
+            except PolicyLoadError as e:
+                LOG.error('oslo.opa: %s', e)
+                self._own_manifest = (stamp, None)
+        return self._own_manifest[1]
+
+    def _knows(self, rule: str) -> bool:
+        manifest = self._manifest()
         return manifest is not None and rule in manifest.rules
 
     def _fallback_for_current_policy(self) -> Fallback | None:
-        driver = self.driver
-        manifest = getattr(driver, 'manifest', None)
+        manifest = self._manifest()
         if manifest is None:
             return None
-        generation = driver.generation
-        if self._fallback is None or self._fallback[0] != generation:
+        if self._fallback is None or self._fallback[0] is not manifest:
             try:
-                self._fallback = (generation, Fallback(manifest))
+                self._fallback = (manifest, Fallback(manifest))
             except Exception as e:  # noqa: BLE001 - keep denying instead
                 LOG.error('oslo.opa: cannot build the fallback: %s', e)
-                self._fallback = (generation, None)
+                self._fallback = (manifest, None)
         return self._fallback[1]
 
     def close(self) -> None:
@@ -246,7 +279,9 @@ def load(
     except PolicyLoadError as e:
         LOG.error('oslo.opa: %s', e)
         drv, error = None, str(e)
-    return Decider(drv, failure_mode, cache_size, cache_ttl, error)
+    return Decider(
+        drv, failure_mode, cache_size, cache_ttl, error, rego_path=rego_path
+    )
 
 
 def from_conf(conf: Any) -> Decider:

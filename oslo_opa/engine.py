@@ -15,6 +15,14 @@ Inputs are projected: a rule whose modules are as the converter wrote
 them (their SHA-256 matches the manifest) is sent only the credential
 and target keys its checks read.  A hand-edited module gets the whole
 input, so Rego that reads more still works.
+
+Most inputs are ASCII, and Python's ``str.lower()`` of an ASCII string is
+Rego's ``lower()``.  So each such rule has a second bundle in which the
+library's ``py_lower`` (``casefold.rego``: tables and a regex per call)
+is plain ``lower()``; an input whose every string is ASCII is decided
+there, anything else in the full bundle.  A rule qualifies when its
+modules are unedited and lower-case no text of their own (the manifest's
+``ascii_lowering``).
 """
 
 from __future__ import annotations
@@ -31,10 +39,20 @@ import yaml
 
 from oslo_opa import inputs
 from oslo_opa import manifest as manifest_mod
-from oslo_opa.errors import PolicyLoadError
+from oslo_opa.errors import OsloOpaError, PolicyLoadError
 
 _TRUE = '{"expressions":[true]}'
+_FALSE = '{"expressions":[false]}'
+CASEFOLD = 'oslo_opa/casefold.rego'
+ASCII_CASEFOLD = """package oslo_opa.lib
+
+py_lower(s) := lower(s)
+"""
 _STATES = {'{"expressions":["%s"]}' % s: s for s in 'tfe'}
+
+
+class EvaluationError(OsloOpaError):
+    """The engine gave no boolean decision (the message names the rule)."""
 
 
 def read_modules(directory: str) -> dict[str, str]:
@@ -100,6 +118,14 @@ def load_data(paths: Iterable[str]) -> dict[str, Any]:
     return data
 
 
+def _all_ascii(doc: Any) -> bool:
+    """Every string in doc (keys included) is ASCII."""
+    try:
+        return json.dumps(doc, ensure_ascii=False).isascii()
+    except (TypeError, ValueError):
+        return False
+
+
 def _state_path(allow_path: str) -> str:
     return allow_path.rsplit('/', 1)[0] + '/state'
 
@@ -147,20 +173,34 @@ class RegoPolicy:
             != e.sha256
         }
         self._projection: dict[str, tuple[list[str], list[str]] | None] = {}
-        self._bundles: dict[str, Any] = {}
+        self._ascii_ok = {
+            name: CASEFOLD in self.modules
+            and not any(r in self._edited for r in self.manifest.closure(name))
+            and all(
+                self.manifest.rules[r].ascii_lowering
+                for r in self.manifest.closure(name)
+            )
+            for name in self.manifest.rules
+        }
+        self._bundles: dict[tuple[str, bool], Any] = {}
         self._build_lock = threading.Lock()
         self._pool: list[regopy.Interpreter] = []
         self._pool_lock = threading.Lock()
 
     # --- compiling -------------------------------------------------------
 
-    def _interpreter(self, *names: str) -> regopy.Interpreter:
+    def _interpreter(
+        self, *names: str, ascii_only: bool = False
+    ) -> regopy.Interpreter:
         it = regopy.Interpreter()
         it.strict_built_in_errors = self.strict_builtin_errors
         if self.data_json:
             it.add_data_json(self.data_json)
         for name in names:
-            it.add_module(name, self.modules[name])
+            text = self.modules[name]
+            if ascii_only and name == CASEFOLD:
+                text = ASCII_CASEFOLD
+            it.add_module(name, text)
         return it
 
     def validate(self) -> None:
@@ -181,28 +221,31 @@ class RegoPolicy:
                 f'{self.directory}: does not compile: {bundle.node()}'
             )
 
-    def bundle(self, rule: str) -> Any:
+    def bundle(self, rule: str, ascii_only: bool = False) -> Any:
         """The compiled bundle deciding rule (built once).
 
+        :param ascii_only: the bundle for inputs whose strings are all
+            ASCII, where it exists (else the full one).
         :raises KeyError: rule is not in the manifest.
         :raises PolicyLoadError: the modules do not compile.
         """
-        bundle = self._bundles.get(rule)
+        key = (rule, ascii_only and self._ascii_ok[rule])
+        bundle = self._bundles.get(key)
         if bundle is not None:
             return bundle
         with self._build_lock:
-            bundle = self._bundles.get(rule)
+            bundle = self._bundles.get(key)
             if bundle is None:
-                bundle = self._bundles[rule] = self._build(rule)
+                bundle = self._bundles[key] = self._build(*key)
         return bundle
 
-    def _build(self, rule: str) -> Any:
+    def _build(self, rule: str, ascii_only: bool) -> Any:
         entry = self.manifest.rules[rule]
         names = self._shared + [
             self.manifest.rules[r].module for r in self.manifest.closure(rule)
         ]
         try:
-            it = self._interpreter(*names)
+            it = self._interpreter(*names, ascii_only=ascii_only)
             bundle = it.build(None, [entry.path, _state_path(entry.path)])
         except regopy.RegoError as e:
             raise PolicyLoadError(
@@ -256,7 +299,7 @@ class RegoPolicy:
     # --- deciding ----------------------------------------------------------
 
     def _query(self, rule: str, path: str, input_doc: Mapping[str, Any]):
-        bundle = self.bundle(rule)
+        bundle = self.bundle(rule, ascii_only=_all_ascii(input_doc))
         with self._pool_lock:
             it = self._pool.pop() if self._pool else None
         if it is None:
@@ -266,19 +309,33 @@ class RegoPolicy:
             it.set_input(regopy.Input(input_doc))
             out = it.query_bundle_entrypoint(bundle, path)
             return out.ok(), str(out)
+        except ValueError:
+            # regopy's Output parses the engine's text eagerly and raises
+            # (JSONDecodeError) on some error results: no decision.
+            return False, '<error>'
         finally:
             with self._pool_lock:
                 self._pool.append(it)
 
     def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> bool:
-        """True only when the rule's ``allow`` is exactly true.
+        """The rule's ``allow``: true or false, nothing else.
 
         :raises KeyError: rule is not in the manifest.
         :raises PolicyLoadError: the rule's modules do not compile.
-        :raises regopy.RegoError: the engine failed on this input.
+        :raises EvaluationError: the engine reported an error, or
+            ``allow`` is undefined or not a boolean.
         """
         ok, text = self._query(rule, self.manifest.rules[rule].path, input_doc)
-        return ok and text == _TRUE
+        if ok and text == _TRUE:
+            return True
+        if ok and text == _FALSE:
+            return False
+        # The engine's text may quote input values: never pass it on.
+        if not ok:
+            raise EvaluationError(f'rule {rule!r}: evaluation failed')
+        if text == 'undefined':
+            raise EvaluationError(f'rule {rule!r}: allow is undefined')
+        raise EvaluationError(f'rule {rule!r}: allow is not a boolean')
 
     def state(self, rule: str, input_doc: Mapping[str, Any]) -> str | None:
         """The rule's three-valued ``state`` ("t", "f", "e") or None.

@@ -26,6 +26,7 @@ class RuleEntry:
     deps: tuple[str, ...]
     target_keys: tuple[str, ...]
     credentials: tuple[str, ...]
+    ascii_lowering: bool
     scope_types: tuple[str, ...] | None
 
 
@@ -93,6 +94,7 @@ def load(directory: str) -> Manifest:
                 deps=tuple(entry.get('deps', ())),
                 target_keys=tuple(entry.get('target_keys', ())),
                 credentials=tuple(entry.get('credentials', ())),
+                ascii_lowering=bool(entry.get('ascii_lowering', False)),
                 scope_types=_opt_tuple(entry.get('scope_types')),
             )
         for entry in rules.values():

@@ -9,17 +9,22 @@ library.  Everything here is pure: a rule table in, module texts out.
 
 from __future__ import annotations
 
-import ast
-import base64
 import dataclasses
-import json
-import warnings
 from collections.abc import Iterable
 
 from oslo_policy import _checks
 
 from oslo_opa.convert import naming
+from oslo_opa.convert.fastpath import FastPath
 from oslo_opa.convert.rules import RuleTable
+from oslo_opa.convert.syntax import (
+    Format,
+    comment,
+    parse_format,
+    parts_term,
+    rego_string,
+    try_literal,
+)
 from oslo_opa.errors import ConversionError
 
 # How many check nodes a rule that is part of a reference cycle may
@@ -38,6 +43,8 @@ class CompiledRule:
     :ivar deps: rules whose packages this module reads.
     :ivar target_keys: target keys its ``%(...)s`` substitutions read.
     :ivar credentials: top-level credential keys its checks read.
+    :ivar ascii_lowering: its role checks lower-case only input text (so
+        an all-ASCII input never needs Unicode case mapping).
     """
 
     name: str
@@ -47,6 +54,7 @@ class CompiledRule:
     deps: list[str]
     target_keys: list[str]
     credentials: list[str]
+    ascii_lowering: bool = True
 
     @property
     def query(self) -> str:
@@ -65,106 +73,6 @@ class Conversion:
     prefix: str
     default_rule: str | None
     warnings: list[str]
-
-
-def rego_string(s: str) -> str:
-    """A Rego term equal to s in both OPA and regopy, safe to embed.
-
-    Printable ASCII without quotes or backslashes is written as a plain
-    literal.  Anything else goes through ``base64.decode``: regopy does
-    not unescape ``\\"`` in literals, and no text from a policy file can
-    reach the module unencoded.
-    """
-    if all(' ' <= c <= '~' and c not in '"\\' for c in s):
-        return f'"{s}"'
-    try:
-        raw = s.encode('utf-8')
-    except UnicodeEncodeError as e:
-        raise ConversionError(f'{s!r} is not valid Unicode text') from e
-    return f'base64.decode("{base64.b64encode(raw).decode("ascii")}")'
-
-
-def _comment(text: str) -> str:
-    # json.dumps with ensure_ascii escapes newlines and every non-ASCII
-    # character, so a comment can never end early.
-    return json.dumps(text, ensure_ascii=True)
-
-
-# --- %(key)s substitution -------------------------------------------------
-
-
-@dataclasses.dataclass
-class Format:
-    """A check's match parsed as Python's ``match % target``.
-
-    :ivar parts: literal strings and ``('key', k)`` tuples, in order.
-    :ivar unsupported: a conversion other than ``%(key)s`` or ``%%``
-        follows the parts (Python raises or prints repr(); the converted
-        check denies once the keys before it are present).
-    """
-
-    parts: list[str | tuple[str, str]]
-    unsupported: str | None = None
-
-    @property
-    def keys(self) -> list[str]:
-        return [p[1] for p in self.parts if isinstance(p, tuple)]
-
-    @property
-    def static(self) -> str | None:
-        """The text when there is nothing to substitute."""
-        if self.unsupported is None and not self.keys:
-            return ''.join(p for p in self.parts if isinstance(p, str))
-        return None
-
-
-def parse_format(match: str) -> Format:
-    """Split match the way ``str.__mod__`` reads it with a mapping."""
-    parts: list[str | tuple[str, str]] = []
-    text: list[str] = []
-    i, n = 0, len(match)
-    while i < n:
-        c = match[i]
-        if c != '%':
-            text.append(c)
-            i += 1
-            continue
-        if match.startswith('%%', i):
-            text.append('%')
-            i += 2
-            continue
-        if match.startswith('%(', i):
-            # Python counts nested parentheses inside the key.
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if match[j] == '(':
-                    depth += 1
-                elif match[j] == ')':
-                    depth -= 1
-                j += 1
-            if depth == 0 and j < n and match[j] == 's':
-                if text:
-                    parts.append(''.join(text))
-                    text = []
-                parts.append(('key', match[i + 2 : j - 1]))
-                i = j + 1
-                continue
-        if text:
-            parts.append(''.join(text))
-        return Format(parts, unsupported=match[i:])
-    if text:
-        parts.append(''.join(text))
-    return Format(parts)
-
-
-def _parts_term(parts: Iterable[str | tuple[str, str]]) -> str:
-    terms = []
-    for p in parts:
-        if isinstance(p, tuple):
-            terms.append('{"key": %s}' % rego_string(p[1]))
-        else:
-            terms.append(rego_string(p))
-    return '[%s]' % ', '.join(terms)
 
 
 # --- check trees ----------------------------------------------------------
@@ -240,11 +148,11 @@ class _RuleCompiler:
         self.deps: list[str] = []
         self.target_keys: list[str] = []
         self.credentials: list[str] = []
-        self.uses_lib = False
+        # Whether lower-casing only ever meets the input's own text.
+        self.ascii_lowering = True
         self.size = 0
 
     def lib(self, call: str) -> str:
-        self.uses_lib = True
         return f'lib.{call}'
 
     def compile(self, check: _checks.BaseCheck, stack: tuple[str, ...]) -> str:
@@ -332,7 +240,7 @@ class _RuleCompiler:
             f'{fmt.unsupported!r} is not %(key)s; the converted check '
             f'denies whenever oslo.policy would get that far'
         )
-        return self.lib(f'failed({_parts_term(fmt.parts)})')
+        return self.lib(f'failed({parts_term(fmt.parts)})')
 
     def _role(self, match: str) -> str:
         fmt = parse_format(match)
@@ -343,31 +251,30 @@ class _RuleCompiler:
         if fmt.static is not None:
             lowered = fmt.static.lower()
             return self.lib(f'role_lowered({rego_string(lowered)})')
-        return self.lib(f'role({_parts_term(fmt.parts)})')
+        if not all(p.isascii() for p in fmt.parts if isinstance(p, str)):
+            # py_lower runs on this module's own non-ASCII text.
+            self.ascii_lowering = False
+        return self.lib(f'role({parts_term(fmt.parts)})')
 
     def _generic(self, kind: str, match: str) -> str:
         fmt = parse_format(match)
         self._note_keys(fmt)
         if fmt.unsupported is not None:
             return self._unsupported(fmt, f'{kind}:{match}')
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                value = ast.literal_eval(kind)
-        except ValueError:
-            return self._path(kind, fmt)
-        except Exception as e:  # noqa: BLE001 - oslo.policy lets it raise
+        ok, expected = try_literal(kind)
+        if not ok:
             self.conv.warn(
                 f'rule {self.name!r}: {kind}:{match}: oslo.policy raises '
-                f'{type(e).__name__} reading {kind!r} as a literal; the '
-                f'converted check denies whenever it is reached'
+                f'reading {kind!r} as a literal; the converted check '
+                f'denies whenever it is reached'
             )
-            return self.lib(f'failed({_parts_term(fmt.parts)})')
-        expected = str(value)
+            return self.lib(f'failed({parts_term(fmt.parts)})')
+        if expected is None:
+            return self._path(kind, fmt)
         if fmt.static is not None:
             return '"t"' if fmt.static == expected else '"f"'
         return self.lib(
-            f'literal({_parts_term(fmt.parts)}, {rego_string(expected)})'
+            f'literal({parts_term(fmt.parts)}, {rego_string(expected)})'
         )
 
     def _path(self, kind: str, fmt: Format) -> str:
@@ -376,7 +283,7 @@ class _RuleCompiler:
         branches = self.lib('root')
         for seg in segments:
             branches = self.lib(f'step({branches}, {rego_string(seg)})')
-        return self.lib(f'generic({_parts_term(fmt.parts)}, {branches})')
+        return self.lib(f'generic({parts_term(fmt.parts)}, {branches})')
 
 
 class _TableCompiler:
@@ -413,25 +320,50 @@ class _TableCompiler:
         rc = _RuleCompiler(self, name)
         check = self.table.rules[name]
         state = rc.compile(check, (name,))
+        fast = FastPath(
+            self.resolve,
+            self.packages.__getitem__,
+            cyclic=name in self.components,
+        ).rules(check)
         package = self.packages[name]
         lines = [
             f'# Converted by oslo.opa from the oslo.policy rule '
-            f'{_comment(name)}',
-            f'# check string: {_comment(_check_str(check))}',
+            f'{comment(name)}',
+            f'# check string: {comment(_check_str(check))}',
             f'package {package}',
             '',
         ]
-        if rc.uses_lib:
+        text = '\n'.join(fast) + state
+        if 'lib.' in text:
             lines += ['import data.oslo_opa.lib', '']
         lines += [
+            '# The decision: the boolean fast path when no check can',
+            '# raise on this input, else the three-valued state.',
             'default allow := false',
             '',
-            'allow if state == "t"',
+            'allow if {',
+            '\tnot maybe_error',
+            '\t_fast',
+            '}',
             '',
+            'allow if {',
+            '\tmaybe_error',
+            '\tstate == "t"',
+            '}',
+            '',
+            '# oslo.policy would raise on this input.',
             'default error := false',
             '',
-            'error if state == "e"',
+            'error if {',
+            '\tmaybe_error',
+            '\tstate == "e"',
+            '}',
             '',
+        ]
+        for rule in fast:
+            lines += [rule, '']
+        lines += [
+            '# "t", "f" or "e": the check string passes, fails, or raises.',
             f'state := {state}',
             '',
         ]
@@ -443,6 +375,7 @@ class _TableCompiler:
             deps=rc.deps,
             target_keys=rc.target_keys,
             credentials=rc.credentials,
+            ascii_lowering=rc.ascii_lowering,
         )
 
 

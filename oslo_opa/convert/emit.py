@@ -13,10 +13,12 @@ Layout::
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from importlib import resources
 from typing import Any
@@ -72,6 +74,7 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
             'deps': rule.deps,
             'target_keys': rule.target_keys,
             'credentials': rule.credentials,
+            'ascii_lowering': rule.ascii_lowering,
             'scope_types': scope_types.get(name),
         }
     return {
@@ -153,8 +156,18 @@ def write(
 
 
 def _swap(new: str, target: str) -> None:
+    """Put new in target's place.
+
+    On Linux the two directories are exchanged in one step
+    (renameat2 RENAME_EXCHANGE), so target never goes missing: a service
+    reading it while an operator converts again sees the old files or
+    the new ones.  Elsewhere, two renames leave a short gap.
+    """
     if not os.path.exists(target):
         os.rename(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)
         return
     old = tempfile.mkdtemp(
         prefix=f'.{os.path.basename(target)}.old.',
@@ -168,3 +181,33 @@ def _swap(new: str, target: str) -> None:
         os.rename(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically exchange paths a and b; False where unsupported."""
+    if not sys.platform.startswith('linux'):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    rc = renameat2(
+        _AT_FDCWD,
+        os.fsencode(a),
+        _AT_FDCWD,
+        os.fsencode(b),
+        _RENAME_EXCHANGE,
+    )
+    return rc == 0

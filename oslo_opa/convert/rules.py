@@ -148,14 +148,18 @@ def _parser_errors() -> Iterator[_Capture]:
     """Collect what oslo.policy's parser logs instead of raising."""
     logger = logging.getLogger(_parser.__name__)
     handler = _Capture()
-    saved = logger.propagate
+    saved = logger.propagate, logger.level
     logger.addHandler(handler)
+    # Whatever level the application gave oslo_policy's loggers, the
+    # parser's errors must reach the handler (and only the handler).
     logger.propagate = False
+    logger.setLevel(logging.ERROR)
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
-        logger.propagate = saved
+        logger.propagate, level = saved
+        logger.setLevel(level)
 
 
 def _parse_quietly(value: Any, name: str, table: RuleTable) -> Any:

@@ -23,7 +23,7 @@ import regopy
 
 from oslo_opa import inputs
 from oslo_opa.drivers.base import DecisionError, Driver, Settings
-from oslo_opa.engine import RegoPolicy, load_data
+from oslo_opa.engine import EvaluationError, RegoPolicy, load_data
 from oslo_opa.errors import PolicyLoadError
 from oslo_opa.manifest import Manifest
 
@@ -158,9 +158,10 @@ class EmbeddedDriver(Driver):
             raise DecisionError(f'rule {rule!r} is not in the policy')
         try:
             return policy.evaluate(rule, input_doc)
-        except PolicyLoadError as e:
+        except (PolicyLoadError, EvaluationError) as e:
             raise DecisionError(str(e)) from e
         except regopy.RegoError as e:
+            # Its text may quote input values (credentials): not logged.
             raise DecisionError(
-                f'rule {rule!r}: evaluation failed: {e}'
+                f'rule {rule!r}: the engine failed ({type(e).__name__})'
             ) from e

@@ -392,7 +392,11 @@ def test_opa_agrees_with_oslo_policy(opa_bin, corpus, service, tmp_path):
 
 
 MUTATED_SERVICE = 'placement'
-ALLOW_RULE = 'allow if state == "t"'
+# The converted module's two allow rules (fast path, then state).
+ALLOW_RULE = (
+    'allow if {\n\tnot maybe_error\n\t_fast\n}\n\n'
+    'allow if {\n\tmaybe_error\n\tstate == "t"\n}'
+)
 
 
 def _mutate(

@@ -104,8 +104,8 @@ def test_harness_detects_a_difference(tmp_path):
     conv = compile_table(table, 'glance')
     rule = conv.rules['default']
     rule.module = rule.module.replace(
-        'allow if state == "t"', 'allow if state != "t"'
-    )
+        '\tnot maybe_error\n\t_fast\n', '\tnot maybe_error\n\tnot _fast\n'
+    ).replace('\tstate == "t"', '\tstate != "t"')
     emit.write(conv, out, table.scope_types)
     policy = RegoPolicy(out)
     enforcer = enforcer_for(table)

@@ -219,3 +219,59 @@ _leaf(b, m) := py_eq(m, b[1]) if b[0] == "v"
 failed(parts) := "f" if {
 	subst(parts)[0] == "f"
 } else := "e"
+
+# --- the boolean fast path ------------------------------------------------
+#
+# A converted rule first asks whether any of its checks could raise on
+# this input (maybe_error, over-approximated from the helpers below).
+# When none can, oslo.policy's three outcomes collapse to two and the
+# rule is decided with plain boolean Rego, which is much cheaper than the
+# three-valued state; otherwise state decides.
+
+# roles_error: creds["roles"] is there and oslo.policy would raise
+# iterating or lowering it.
+roles_error if _roles_error
+
+# subst_text(parts): the substituted text; undefined when a key is
+# missing (oslo.policy's KeyError: the check is False).
+subst_text(parts) := text if {
+	ps := parts
+	every p in ps {
+		_part_present(p)
+	}
+	text := concat("", [_part_str(p) | some p in ps])
+}
+
+_part_present(p) if is_string(p)
+
+_part_present(p) if has(input.target, p.key)
+
+# target_unprintable(key): the target value has no str() here.
+target_unprintable(key) if {
+	v := input.target[key]
+	not _printable(v)
+}
+
+# cred_eq(key, m): _find_in_dict(creds, [key], m), when it cannot raise.
+cred_eq(key, m) if py_str(input.credentials[key]) == m
+
+cred_eq(key, m) if {
+	v := input.credentials[key]
+	is_array(v)
+	some x in v
+	py_str(x) == m
+}
+
+# cred_container(key): creds[key] is a list or a dict, whose str() a
+# substituted match might be compared with.
+cred_container(key) if is_array(input.credentials[key])
+
+cred_container(key) if is_object(input.credentials[key])
+
+# cred_in(key, m): creds[key] is a list with an item whose str() is m.
+cred_in(key, m) if {
+	v := input.credentials[key]
+	is_array(v)
+	some x in v
+	py_str(x) == m
+}

@@ -1,0 +1,204 @@
+"""The boolean fast path of a converted rule.
+
+A rule's three-valued ``state`` (see compile.py) is exact but costly to
+evaluate.  Most inputs cannot make any check raise, and then oslo.policy's
+outcomes are plain booleans; so each module also gets
+
+* ``maybe_error``: true whenever some check of the rule, or of a rule it
+  references, could raise on this input (an over-approximation: it may
+  be true when nothing raises, never false when something does);
+* ``_fast``: the check string as boolean Rego, exact whenever
+  ``maybe_error`` is false;
+
+and ``allow`` is ``_fast`` when ``maybe_error`` is false, else
+``state == "t"``.  This module is the one place that knows when each
+check kind can raise.
+"""
+
+from __future__ import annotations
+
+import re
+
+from oslo_policy import _checks
+
+from oslo_opa.convert.syntax import (
+    Format,
+    parse_format,
+    parts_term,
+    ref,
+    rego_string,
+    try_literal,
+)
+
+
+class FastPath:
+    """Builds ``_fast`` and ``maybe_error`` for one rule.
+
+    :param resolve: rule reference -> rule name it evaluates, or None.
+    :param package: rule name -> its Rego package.
+    :param cyclic: whether the rule is part of a reference cycle.
+    """
+
+    def __init__(self, resolve, package, cyclic: bool) -> None:
+        self.resolve = resolve
+        self.package = package
+        self.cyclic = cyclic
+        self.helpers: list[str] = []
+        self.maybe: list[str] = []
+        self._count = 0
+
+    def _may_raise(self, condition: str) -> None:
+        if condition not in self.maybe:
+            self.maybe.append(condition)
+
+    def _helper(self, bodies: list[list[str]]) -> str:
+        self._count += 1
+        name = f'_b{self._count}'
+        for body in bodies:
+            if len(body) == 1:
+                self.helpers.append(f'{name} if {body[0]}')
+            else:
+                inner = '\n'.join(f'\t{lit}' for lit in body)
+                self.helpers.append(f'{name} if {{\n{inner}\n}}')
+        return name
+
+    def rules(self, check: _checks.BaseCheck) -> list[str]:
+        """The module text's fast-path rules (after ``allow``)."""
+        if self.cyclic:
+            return ['maybe_error := true']
+        top = self._literal(check)
+        out = ['default maybe_error := false']
+        out += [f'maybe_error if {c}' for c in self.maybe]
+        helpers = self.helpers
+        if top in ('true', 'false'):
+            out.append(f'_fast := {top}')
+        elif top == f'_b{self._count}':
+            # The last helper is the whole check string: call it _fast.
+            head = f'{top} if '
+            helpers = [
+                '_fast if ' + h[len(head) :] if h.startswith(head) else h
+                for h in helpers
+            ]
+        else:
+            out.append(f'_fast if {top}')
+        return out + helpers
+
+    def _literal(self, check: _checks.BaseCheck) -> str:
+        """One body literal true exactly when check passes."""
+        kind = type(check)
+        if kind is _checks.TrueCheck:
+            return 'true'
+        if kind is _checks.FalseCheck:
+            return 'false'
+        if kind is _checks.NotCheck:
+            inner = self._literal(check.rule)
+            if inner in ('true', 'false'):
+                return 'false' if inner == 'true' else 'true'
+            if not inner.startswith('_b'):
+                inner = self._helper([[inner]])
+            return f'not {inner}'
+        if kind is _checks.AndCheck:
+            lits = [self._literal(r) for r in check.rules]
+            if 'false' in lits:
+                return 'false'
+            lits = [lit for lit in lits if lit != 'true'] or ['true']
+            return lits[0] if len(lits) == 1 else self._helper([lits])
+        if kind is _checks.OrCheck:
+            lits = [self._literal(r) for r in check.rules]
+            if 'true' in lits:
+                return 'true'
+            lits = [lit for lit in lits if lit != 'false'] or ['false']
+            if len(lits) == 1:
+                return lits[0]
+            return self._helper([[lit] for lit in lits])
+        if kind is _checks.RuleCheck:
+            target = self.resolve(check.match)
+            if target is None:
+                return 'false'
+            pkg = self.package(target)
+            self._may_raise(f'data.{pkg}.maybe_error')
+            return f'data.{pkg}.allow'
+        if kind is _checks.RoleCheck:
+            return self._role(parse_format(check.match))
+        if kind is _checks.GenericCheck:
+            return self._generic(check.kind, parse_format(check.match))
+        # compile.py refuses every other class before we get here.
+        raise AssertionError(f'unexpected check {check!r}')
+
+    def _keys(self, fmt: Format) -> None:
+        for key in fmt.keys:
+            self._may_raise(f'lib.target_unprintable({rego_string(key)})')
+
+    def _role(self, fmt: Format) -> str:
+        self._may_raise('lib.roles_error')
+        if fmt.unsupported is not None:
+            self._may_raise('true')
+            return 'false'
+        self._keys(fmt)
+        if fmt.static is not None:
+            return f'{rego_string(fmt.static.lower())} in lib.roles_lower'
+        text = f'lib.subst_text({parts_term(fmt.parts)})'
+        return f'lib.py_lower({text}) in lib.roles_lower'
+
+    def _generic(self, kind: str, fmt: Format) -> str:
+        if fmt.unsupported is not None:
+            self._may_raise('true')
+            return 'false'
+        self._keys(fmt)
+        ok, value = try_literal(kind)
+        if not ok:
+            self._may_raise('true')  # ast.literal_eval raises
+            return 'false'
+        if value is not None:
+            if fmt.static is not None:
+                return 'true' if fmt.static == value else 'false'
+            if len(fmt.parts) == 1:
+                # 'member':%(x)s: str(target[x]) == 'member'
+                target = ref('input.target', fmt.keys[0])
+                return self._helper([[e] for e in _equal_str(target, value)])
+            text = f'lib.subst_text({parts_term(fmt.parts)})'
+            return f'{text} == {rego_string(value)}'
+        segments = kind.split('.')
+        first = rego_string(segments[0])
+        if len(segments) > 1:
+            # Walking into a non-dict raises: only when the first key is
+            # there; the three-valued walk decides then.
+            self._may_raise(f'lib.has(input.credentials, {first})')
+            return 'false'
+        cred = ref('input.credentials', segments[0])
+        if fmt.static is not None:
+            m = fmt.static
+            if m.startswith(('[', '{')):
+                self._may_raise(f'lib.has(input.credentials, {first})')
+            bodies = [[e] for e in _equal_str(cred, m)]
+            # A list is walked: any item whose str() is m.
+            bodies.append([f'lib.cred_in({first}, {rego_string(m)})'])
+            return self._helper(bodies)
+        # Lists and dicts take the three-valued path.
+        self._may_raise(f'lib.cred_container({first})')
+        if len(fmt.parts) == 1:
+            # project_id:%(target.project.id)s, the commonest check.
+            target = ref('input.target', fmt.keys[0])
+            # Two strings compare as they are; other types by str().
+            return self._helper(
+                [
+                    [f'is_string({cred})', f'{cred} == {target}'],
+                    [f'lib.py_str({cred}) == lib.py_str({target})'],
+                ]
+            )
+        text = f'lib.subst_text({parts_term(fmt.parts)})'
+        return f'lib.cred_eq({first}, {text})'
+
+
+_INT = re.compile(r'-?(0|[1-9][0-9]*)')
+
+
+def _equal_str(ref: str, text: str) -> list[str]:
+    """Expressions true exactly when Python's str() of ref's scalar value
+    is text: the string itself, and the typed values that print so."""
+    out = [f'{ref} == {rego_string(text)}']
+    if text in ('True', 'False', 'None'):
+        out.append(f'{ref} == {text.lower() if text != "None" else "null"}')
+    elif _INT.fullmatch(text) and text != '-0':
+        out.append(f'{ref} == {text}')
+    return out
