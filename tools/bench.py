@@ -13,6 +13,20 @@ Sections (all by default, or name them):
 ``load``
     Time to compile each service's converted output in regopy (one
     bundle per rule, every rule), per rule and in all.
+``decide``
+    Per-decision latency (p50, p99) of one oslo.policy Enforcer on the
+    original policy file (the baseline) against one on the delegation
+    file with the embedded driver, on the same requests, interleaved.
+    The requests are a realistic mix: every rule of the service, asked
+    by a population of users (project members and readers, project
+    admins, domain managers, system readers) holding RequestContexts,
+    about targets that carry the keys the rules read plus a dozen
+    unrelated fields, half of them the caller's own resources.
+    "uncached" turns the decision cache off; "replay" turns it on and
+    replays a day in which each user repeats requests on their own
+    resources (every request is asked several times, in random order).
+    Also start-up (load and compile neutron's converted policy) and the
+    memory it adds.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from oslo_config import cfg  # noqa: E402
 from oslo_policy import policy as oslo_policy  # noqa: E402
 
+from oslo_opa import check, opts  # noqa: E402
 from oslo_opa.convert import convert  # noqa: E402
 from oslo_opa.engine import RegoPolicy  # noqa: E402
 
@@ -113,24 +128,199 @@ def bench_load(outputs: dict[str, str]) -> None:
     print(f'{"all":<10} {"":>5} {grand * 1e3:>9.0f}')
 
 
+def _users(rng):
+    from oslo_context import context
+
+    users = []
+    for i in range(20):
+        project = f'p{i % 5}'
+        kind = i % 5
+        roles, extra = {
+            0: (['member', 'reader'], {}),
+            1: (['reader'], {}),
+            2: (['admin', 'member', 'reader'], {}),
+            3: (['manager', 'member', 'reader'], {}),
+            4: (['reader'], {'system_scope': 'all'}),
+        }[kind]
+        users.append(
+            context.RequestContext(
+                user_id=f'u{i}',
+                project_id=None if extra else project,
+                domain_id=None,
+                user_domain_id='default',
+                project_domain_id='default',
+                roles=roles,
+                **extra,
+            )
+        )
+    return users
+
+
+def _requests(rules, users, rng, count):
+    """(rule, target, creds) triples: a realistic mix, reproducible."""
+    out = []
+    for _ in range(count):
+        name, entry = rng.choice(rules)
+        user = rng.choice(users)
+        values = user.to_policy_values()
+        own = rng.random() < 0.5
+        target = {f'field{j}': f'value{j}' for j in range(12)}
+        for key in entry['target_keys']:
+            if own and 'user' in key:
+                target[key] = values['user_id']
+            elif own:
+                target[key] = values['project_id'] or 'p0'
+            else:
+                target[key] = rng.choice(['p1', 'p3', 'u7', 'default'])
+        out.append((name, target, user))
+    return out
+
+
+def _enforcer(policy_file, svc_defaults, rego_path=None, cache=0):
+    conf = cfg.ConfigOpts()
+    conf(args=[], default_config_files=[])
+    enforcer = oslo_policy.Enforcer(conf, policy_file=policy_file)
+    conf.set_override('policy_dirs', [], 'oslo_policy')
+    if rego_path:
+        opts.register_opts(conf)
+        conf.set_override('rego_path', rego_path, 'oslo_opa')
+        conf.set_override('cache_size', cache, 'oslo_opa')
+        conf.set_override('cache_ttl', 3600.0, 'oslo_opa')
+    enforcer.suppress_deprecation_warnings = True
+    enforcer.suppress_default_change_warnings = True
+    enforcer.register_defaults(svc_defaults)
+    enforcer.load_rules()
+    return enforcer
+
+
+def _percentiles(samples):
+    samples = sorted(samples)
+    return (
+        samples[len(samples) // 2],
+        samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+    )
+
+
+def bench_decide(workdir: str, services: list[str], count: int) -> None:
+    import json
+    import logging
+    import random
+    import warnings
+
+    from tests import corpus
+
+    logging.getLogger('oslo_policy').setLevel(logging.ERROR)
+    warnings.simplefilter('ignore')
+    print(
+        '== decide: native oslo.policy vs delegated to the embedded '
+        f'driver ({count} requests per run, interleaved)'
+    )
+    print(
+        f'{"service":<9} {"run":<9} {"native p50":>10} {"p99":>7} '
+        f'{"opa p50":>8} {"p99":>7} {"p50 ratio":>9} {"p99 ratio":>9}'
+    )
+    for svc in services:
+        out = os.path.join(workdir, f'decide-{svc}')
+        policy_file = os.path.join(CORPUS, f'{svc}.policy.yaml')
+        convert(out, policy_files=[policy_file])
+        with open(os.path.join(out, 'manifest.json')) as f:
+            rules = sorted(json.load(f)['rules'].items())
+        defaults = corpus.defaults(svc)
+        rng = random.Random(7)
+        users = _users(rng)
+        native = _enforcer(policy_file, defaults)
+        for run, cache in (('uncached', 0), ('replay', 4096)):
+            check.reset()
+            delegated = _enforcer(
+                os.path.join(out, 'policy.yaml'), defaults, out, cache
+            )
+            requests = _requests(rules, users, rng, count)
+            if run == 'replay':
+                # Each request asked again and again, in random order.
+                distinct = requests[: max(1, count // 8)]
+                requests = [rng.choice(distinct) for _ in range(count)]
+            # Warm up: compile every rule's bundle, fill caches.
+            for name, target, user in requests[: min(len(requests), 400)]:
+                delegated.enforce(name, target, user)
+            for name, _entry in rules:
+                delegated.enforce(name, {}, users[0])
+            t_native, t_opa = [], []
+            disagree = 0
+            clock = time.perf_counter
+            for i, (name, target, user) in enumerate(requests):
+                pair = [(native, t_native), (delegated, t_opa)]
+                if i % 2:
+                    pair.reverse()
+                answers = []
+                for enf, times in pair:
+                    start = clock()
+                    answers.append(enf.enforce(name, target, user))
+                    times.append(clock() - start)
+                disagree += bool(answers[0]) != bool(answers[1])
+            n50, n99 = _percentiles(t_native)
+            o50, o99 = _percentiles(t_opa)
+            print(
+                f'{svc:<9} {run:<9} {n50 * 1e6:>8.0f}us {n99 * 1e6:>5.0f}us '
+                f'{o50 * 1e6:>6.0f}us {o99 * 1e6:>5.0f}us '
+                f'{o50 / n50:>9.2f} {o99 / n99:>9.2f}'
+                + (f'  DISAGREED {disagree}' if disagree else '')
+            )
+
+
+def bench_startup(workdir: str) -> None:
+    import resource
+
+    print("== startup: load and compile neutron's converted policy")
+    out = os.path.join(workdir, 'startup-neutron')
+    convert(out, policy_files=[os.path.join(CORPUS, 'neutron.policy.yaml')])
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    policy = RegoPolicy(out)
+    policy.validate()
+    ready = time.perf_counter() - start
+    for rule in policy.manifest.rules:
+        policy.bundle(rule)
+    all_built = time.perf_counter() - start
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        f'load+validate {ready * 1e3:.0f} ms; every rule compiled '
+        f'{all_built * 1e3:.0f} ms ({len(policy.manifest.rules)} rules); '
+        f'max RSS grew {(rss1 - rss0) / 1024:.0f} MiB'
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         'sections',
         nargs='*',
         metavar='SECTION',
-        help='convert, load (default: all)',
+        help='convert, load, decide, startup (default: all)',
     )
     parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument(
+        '--requests', type=int, default=4000, help='requests per run'
+    )
+    parser.add_argument(
+        '--services',
+        default='keystone,nova,neutron',
+        help='services for the decide section',
+    )
     args = parser.parse_args(argv)
-    sections = args.sections or ['convert', 'load']
-    unknown = set(sections) - {'convert', 'load'}
+    known = ['convert', 'load', 'decide', 'startup']
+    sections = args.sections or known
+    unknown = set(sections) - set(known)
     if unknown:
         parser.error(f'unknown section(s): {", ".join(sorted(unknown))}')
     with tempfile.TemporaryDirectory(prefix='oslo-opa-bench-') as work:
-        outputs = bench_convert(work, args.repeat)
+        if 'convert' in sections or 'load' in sections:
+            outputs = bench_convert(work, args.repeat)
         if 'load' in sections:
             bench_load(outputs)
+        if 'decide' in sections:
+            bench_decide(work, args.services.split(','), args.requests)
+        if 'startup' in sections:
+            bench_startup(work)
     return 0
 
 
