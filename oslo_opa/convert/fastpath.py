@@ -125,9 +125,15 @@ class FastPath:
         # compile.py refuses every other class before we get here.
         raise AssertionError(f'unexpected check {check!r}')
 
+    def _containers(self, cred: str) -> None:
+        self._may_raise(f'is_array({cred})')
+        self._may_raise(f'is_object({cred})')
+
     def _keys(self, fmt: Format) -> None:
-        for key in fmt.keys:
-            self._may_raise(f'lib.target_unprintable({rego_string(key)})')
+        if fmt.keys:
+            # Any target value without a str() here (projected inputs
+            # hold only the keys the rule reads).
+            self._may_raise('lib.odd_target')
 
     def _role(self, fmt: Format) -> str:
         self._may_raise('lib.roles_error')
@@ -170,20 +176,21 @@ class FastPath:
             m = fmt.static
             if m.startswith(('[', '{')):
                 self._may_raise(f'lib.has(input.credentials, {first})')
-            bodies = [[e] for e in _equal_str(cred, m)]
-            # A list is walked: any item whose str() is m.
-            bodies.append([f'lib.cred_in({first}, {rego_string(m)})'])
-            return self._helper(bodies)
-        # Lists and dicts take the three-valued path.
-        self._may_raise(f'lib.cred_container({first})')
+            # Lists (walked) and dicts take the three-valued path.
+            self._containers(cred)
+            return self._helper([[e] for e in _equal_str(cred, m)])
+        self._containers(cred)
         if len(fmt.parts) == 1:
             # project_id:%(target.project.id)s, the commonest check.
             target = ref('input.target', fmt.keys[0])
             # Two strings compare as they are; other types by str().
+            # (The guards spare the common case the py_str calls.)
+            by_str = f'lib.py_str({cred}) == lib.py_str({target})'
             return self._helper(
                 [
                     [f'is_string({cred})', f'{cred} == {target}'],
-                    [f'lib.py_str({cred}) == lib.py_str({target})'],
+                    [f'not is_string({cred})', by_str],
+                    [f'not is_string({target})', by_str],
                 ]
             )
         text = f'lib.subst_text({parts_term(fmt.parts)})'

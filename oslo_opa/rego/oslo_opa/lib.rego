@@ -246,32 +246,13 @@ _part_present(p) if is_string(p)
 
 _part_present(p) if has(input.target, p.key)
 
-# target_unprintable(key): the target value has no str() here.
-target_unprintable(key) if {
-	v := input.target[key]
+# odd_target: some target value has no str() here (a list, a dict, a
+# float): substitutions then take the three-valued path.
+odd_target if {
+	some v in input.target
 	not _printable(v)
 }
 
-# cred_eq(key, m): _find_in_dict(creds, [key], m), when it cannot raise.
+# cred_eq(key, m): _find_in_dict(creds, [key], m), when it cannot raise
+# and creds[key] is no container.
 cred_eq(key, m) if py_str(input.credentials[key]) == m
-
-cred_eq(key, m) if {
-	v := input.credentials[key]
-	is_array(v)
-	some x in v
-	py_str(x) == m
-}
-
-# cred_container(key): creds[key] is a list or a dict, whose str() a
-# substituted match might be compared with.
-cred_container(key) if is_array(input.credentials[key])
-
-cred_container(key) if is_object(input.credentials[key])
-
-# cred_in(key, m): creds[key] is a list with an item whose str() is m.
-cred_in(key, m) if {
-	v := input.credentials[key]
-	is_array(v)
-	some x in v
-	py_str(x) == m
-}
