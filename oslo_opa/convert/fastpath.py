@@ -6,7 +6,10 @@ outcomes are plain booleans; so each module also gets
 
 * ``maybe_error``: true whenever some check of the rule, or of a rule it
   references, could raise on this input (an over-approximation: it may
-  be true when nothing raises, never false when something does);
+  be true when nothing raises, never false when something does).  Most
+  of it is ``lib.tidy``, computed once per query: roles are a list of
+  strings, other credentials are scalars, target values print with
+  ``str()``;
 * ``_fast``: the check string as boolean Rego, exact whenever
   ``maybe_error`` is false;
 
@@ -125,26 +128,20 @@ class FastPath:
         # compile.py refuses every other class before we get here.
         raise AssertionError(f'unexpected check {check!r}')
 
-    def _containers(self, cred: str) -> None:
-        self._may_raise(f'is_array({cred})')
-        self._may_raise(f'is_object({cred})')
-
     def _keys(self, fmt: Format) -> None:
         if fmt.keys:
-            # Any target value without a str() here (projected inputs
-            # hold only the keys the rule reads).
-            self._may_raise('lib.odd_target')
+            self._may_raise(_UNTIDY)
 
     def _role(self, fmt: Format) -> str:
-        self._may_raise('lib.roles_error')
+        self._may_raise(_UNTIDY)
         if fmt.unsupported is not None:
             self._may_raise('true')
             return 'false'
         self._keys(fmt)
         if fmt.static is not None:
-            return f'{rego_string(fmt.static.lower())} in lib.roles_lower'
+            return f'{rego_string(fmt.static.lower())} in lib.roles_list_lower'
         text = f'lib.subst_text({parts_term(fmt.parts)})'
-        return f'lib.py_lower({text}) in lib.roles_lower'
+        return f'lib.py_lower({text}) in lib.roles_list_lower'
 
     def _generic(self, kind: str, fmt: Format) -> str:
         if fmt.unsupported is not None:
@@ -160,8 +157,7 @@ class FastPath:
                 return 'true' if fmt.static == value else 'false'
             if len(fmt.parts) == 1:
                 # 'member':%(x)s: str(target[x]) == 'member'
-                target = ref('input.target', fmt.keys[0])
-                return self._helper([[e] for e in _equal_str(target, value)])
+                return _equal_str(ref('input.target', fmt.keys[0]), value)
             text = f'lib.subst_text({parts_term(fmt.parts)})'
             return f'{text} == {rego_string(value)}'
         segments = kind.split('.')
@@ -177,9 +173,9 @@ class FastPath:
             if m.startswith(('[', '{')):
                 self._may_raise(f'lib.has(input.credentials, {first})')
             # Lists (walked) and dicts take the three-valued path.
-            self._containers(cred)
-            return self._helper([[e] for e in _equal_str(cred, m)])
-        self._containers(cred)
+            self._may_raise(_UNTIDY)
+            return _equal_str(cred, m)
+        self._may_raise(_UNTIDY)
         if len(fmt.parts) == 1:
             # project_id:%(target.project.id)s, the commonest check.
             target = ref('input.target', fmt.keys[0])
@@ -199,13 +195,22 @@ class FastPath:
 
 _INT = re.compile(r'-?(0|[1-9][0-9]*)')
 
+# Roles that are not a list of strings, a credential that is a list or a
+# dict, a target value with no str() here: once per query, for every
+# rule (the drivers send each rule only the keys it reads).
+_UNTIDY = 'not lib.tidy'
 
-def _equal_str(ref: str, text: str) -> list[str]:
-    """Expressions true exactly when Python's str() of ref's scalar value
-    is text: the string itself, and the typed values that print so."""
-    out = [f'{ref} == {rego_string(text)}']
-    if text in ('True', 'False', 'None'):
-        out.append(f'{ref} == {text.lower() if text != "None" else "null"}')
+
+def _equal_str(ref: str, text: str) -> str:
+    """An expression true exactly when Python's str() of ref's scalar
+    value is text: the string itself, or a typed value that prints so."""
+    values = [rego_string(text)]
+    if text in ('True', 'False'):
+        values.append(text.lower())
+    elif text == 'None':
+        values.append('null')
     elif _INT.fullmatch(text) and text != '-0':
-        out.append(f'{ref} == {text}')
-    return out
+        values.append(text)
+    if len(values) == 1:
+        return f'{ref} == {values[0]}'
+    return f'{ref} in {{{", ".join(values)}}}'

@@ -228,9 +228,49 @@ failed(parts) := "f" if {
 # rule is decided with plain boolean Rego, which is much cheaper than the
 # three-valued state; otherwise state decides.
 
-# roles_error: creds["roles"] is there and oslo.policy would raise
-# iterating or lowering it.
-roles_error if _roles_error
+# tidy: no check of any kind can raise on this input, and the fast path
+# sees only the shapes it handles: roles (if any) are a list of strings,
+# every other credential is a scalar, every target value prints with
+# str().  Computed once per query for all rules.
+default tidy := false
+
+tidy if {
+	not _roles_odd
+	not _odd_credential
+	not _odd_target
+}
+
+_roles_odd if {
+	roles := input.credentials.roles
+	not is_array(roles)
+}
+
+_roles_odd if {
+	some r in input.credentials.roles
+	not is_string(r)
+}
+
+_odd_credential if {
+	some k, v in input.credentials
+	k != "roles"
+	is_array(v)
+}
+
+_odd_credential if {
+	some v in input.credentials
+	is_object(v)
+}
+
+_odd_target if {
+	some v in input.target
+	not is_string(v)
+	not _printable(v)
+}
+
+# roles_list_lower: the lower-cased roles, when they are a list.
+roles_list_lower contains py_lower(r) if {
+	some r in input.credentials.roles
+}
 
 # subst_text(parts): the substituted text; undefined when a key is
 # missing (oslo.policy's KeyError: the check is False).
@@ -245,13 +285,6 @@ subst_text(parts) := text if {
 _part_present(p) if is_string(p)
 
 _part_present(p) if has(input.target, p.key)
-
-# odd_target: some target value has no str() here (a list, a dict, a
-# float): substitutions then take the three-valued path.
-odd_target if {
-	some v in input.target
-	not _printable(v)
-}
 
 # cred_eq(key, m): _find_in_dict(creds, [key], m), when it cannot raise
 # and creds[key] is no container.
