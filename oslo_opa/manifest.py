@@ -27,6 +27,7 @@ class RuleEntry:
     target_keys: tuple[str, ...]
     credentials: tuple[str, ...]
     ascii_lowering: bool
+    fast_entry: bool
     scope_types: tuple[str, ...] | None
 
 
@@ -95,6 +96,7 @@ def load(directory: str) -> Manifest:
                 target_keys=tuple(entry.get('target_keys', ())),
                 credentials=tuple(entry.get('credentials', ())),
                 ascii_lowering=bool(entry.get('ascii_lowering', False)),
+                fast_entry=bool(entry.get('fast_entry', False)),
                 scope_types=_opt_tuple(entry.get('scope_types')),
             )
         for entry in rules.values():

@@ -45,6 +45,8 @@ class CompiledRule:
     :ivar credentials: top-level credential keys its checks read.
     :ivar ascii_lowering: its role checks lower-case only input text (so
         an all-ASCII input never needs Unicode case mapping).
+    :ivar fast_entry: only an untidy input (``lib.tidy`` false) can make
+        its own checks raise, so for a tidy one ``_fast`` is ``allow``.
     """
 
     name: str
@@ -55,6 +57,7 @@ class CompiledRule:
     target_keys: list[str]
     credentials: list[str]
     ascii_lowering: bool = True
+    fast_entry: bool = False
 
     @property
     def query(self) -> str:
@@ -320,11 +323,12 @@ class _TableCompiler:
         rc = _RuleCompiler(self, name)
         check = self.table.rules[name]
         state = rc.compile(check, (name,))
-        fast = FastPath(
+        fastpath = FastPath(
             self.resolve,
             self.packages.__getitem__,
             cyclic=name in self.components,
-        ).rules(check)
+        )
+        fast = fastpath.rules(check)
         package = self.packages[name]
         lines = [
             f'# Converted by oslo.opa from the oslo.policy rule '
@@ -376,6 +380,7 @@ class _TableCompiler:
             target_keys=rc.target_keys,
             credentials=rc.credentials,
             ascii_lowering=rc.ascii_lowering,
+            fast_entry=not fastpath.special,
         )
 
 

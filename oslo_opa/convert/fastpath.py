@@ -65,17 +65,26 @@ class FastPath:
                 self.helpers.append(f'{name} if {{\n{inner}\n}}')
         return name
 
+    @property
+    def special(self) -> bool:
+        """Whether maybe_error holds more than lib.tidy and references
+        (then a tidy input alone does not rule errors out)."""
+        return self.cyclic or any(
+            c != _UNTIDY and not c.startswith('data.') for c in self.maybe
+        )
+
     def rules(self, check: _checks.BaseCheck) -> list[str]:
         """The module text's fast-path rules (after ``allow``)."""
         if self.cyclic:
-            return ['maybe_error := true']
+            return ['maybe_error := true', '_fast := false']
         top = self._literal(check)
         out = ['default maybe_error := false']
         out += [f'maybe_error if {c}' for c in self.maybe]
         helpers = self.helpers
         if top in ('true', 'false'):
-            out.append(f'_fast := {top}')
-        elif top == f'_b{self._count}':
+            return [*out, f'_fast := {top}', *helpers]
+        out.append('default _fast := false')
+        if top == f'_b{self._count}':
             # The last helper is the whole check string: call it _fast.
             head = f'{top} if '
             helpers = [
@@ -120,6 +129,7 @@ class FastPath:
                 return 'false'
             pkg = self.package(target)
             self._may_raise(f'data.{pkg}.maybe_error')
+            # allow, not _fast: a hand-edited module need only keep allow.
             return f'data.{pkg}.allow'
         if kind is _checks.RoleCheck:
             return self._role(parse_format(check.match))
