@@ -2,8 +2,10 @@
 
 Exit codes: 0 success; 1 a decision or check failed (``decide`` with a
 denied request under ``--fail-on-deny``, ``convert --strict`` with
-warnings); 2 bad usage or bad input (unknown option, unreadable or
-malformed file, a rule that cannot be converted).
+warnings, ``push`` refused by OPA or unable to reach it, ``status``
+finding OPA unhealthy, unreachable or missing a rule); 2 bad usage or bad
+input (unknown option, unreadable or malformed file, a rule that cannot be
+converted, a converted directory that does not compile).
 """
 
 from __future__ import annotations
@@ -119,6 +121,55 @@ class _UsageError(OsloOpaError):
     pass
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from oslo_opa import verify as verify_mod
+    from oslo_opa.convert import load_rule_table
+
+    if not (args.policy_file or args.namespace or args.config_file):
+        raise _UsageError(
+            'verify needs --policy-file, --namespace or --config-file'
+        )
+    table = load_rule_table(
+        policy_files=args.policy_file or (),
+        namespaces=args.namespace or (),
+        config_file=args.config_file,
+        enforce_new_defaults=args.enforce_new_defaults,
+    )
+    decide, available = verify_mod.rego_decider(args.directory)
+    report = verify_mod.verify(
+        table, decide, available, per_rule=args.inputs, seed=args.seed
+    )
+    if args.format == 'json':
+        print(
+            json.dumps(
+                {
+                    'rules': report.rules,
+                    'decisions': report.decisions,
+                    'differences': [d.as_dict() for d in report.differences],
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+    else:
+        for d in report.differences:
+            if d.creds is None:
+                print(f'DIFFERS  {d.rule}: {d.reason}')
+                continue
+            print(
+                f'DIFFERS  {d.rule}: oslo.policy '
+                f'{"allows" if d.oslo_policy else "denies"}, the Rego '
+                f'{"allows" if d.rego else "denies"}\n'
+                f'         creds={json.dumps(d.creds, sort_keys=True)}\n'
+                f'         target={json.dumps(d.target, sort_keys=True)}'
+            )
+        print(
+            f'{report.rules} rules, {report.decisions} decisions compared, '
+            f'{len(report.differences)} rules differ'
+        )
+    return EXIT_FAILED if report.differences else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``oslo-opa`` argument parser."""
     parser = _Parser(
@@ -136,25 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
             'modules, a manifest.json and a delegation policy.yaml.'
         ),
     )
-    conv.add_argument(
-        '--policy-file',
-        action='append',
-        metavar='FILE',
-        help='YAML or JSON policy file; repeat it, later files override '
-        'earlier ones',
-    )
-    conv.add_argument(
-        '--namespace',
-        action='append',
-        metavar='NS',
-        help='oslo.policy.policies entry point whose registered defaults '
-        'are converted; repeatable',
-    )
-    conv.add_argument(
-        '--config-file',
-        metavar='FILE',
-        help='a service config file: its [oslo_policy] options apply',
-    )
+    _policy_inputs(conv)
     conv.add_argument(
         '--output-dir',
         '-o',
@@ -166,12 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
         '--package-prefix',
         metavar='PREFIX',
         help='Rego package prefix (default: from the namespace or file)',
-    )
-    conv.add_argument(
-        '--enforce-new-defaults',
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help='override [oslo_policy] enforce_new_defaults',
     )
     conv.add_argument(
         '--strict',
@@ -204,7 +231,250 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dec.add_argument('--verbose', '-v', action='store_true')
     dec.set_defaults(func=_decide)
+
+    ver = sub.add_parser(
+        'verify',
+        help='compare oslo.policy with a converted (or edited) directory',
+        description=(
+            'Generate inputs for every rule the original policy defines '
+            'and report each rule whose decision differs between '
+            'oslo.policy and the Rego in DIRECTORY, with a minimal example '
+            'input.  Exit 1 when any rule differs.'
+        ),
+    )
+    ver.add_argument('directory', help='output of oslo-opa convert')
+    _policy_inputs(ver)
+    ver.add_argument(
+        '--inputs',
+        type=int,
+        default=100,
+        metavar='N',
+        help='generated inputs per rule (default 100)',
+    )
+    ver.add_argument('--seed', default='0', help='input generator seed')
+    ver.add_argument('--format', choices=['text', 'json'], default='text')
+    ver.set_defaults(func=_verify)
+    _add_opa_commands(sub)
     return parser
+
+
+def _policy_inputs(parser: argparse.ArgumentParser) -> None:
+    """The options naming a service's policy, as convert takes them."""
+    parser.add_argument(
+        '--policy-file',
+        action='append',
+        metavar='FILE',
+        help='YAML or JSON policy file; repeat it, later files override '
+        'earlier ones',
+    )
+    parser.add_argument(
+        '--namespace',
+        action='append',
+        metavar='NS',
+        help='oslo.policy.policies entry point whose registered defaults '
+        'are used; repeatable',
+    )
+    parser.add_argument(
+        '--config-file',
+        metavar='FILE',
+        help='a service config file: its [oslo_policy] options apply',
+    )
+    parser.add_argument(
+        '--enforce-new-defaults',
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='override [oslo_policy] enforce_new_defaults',
+    )
+
+
+# --- bundle, push, status: getting the policy into an OPA server ------------
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from oslo_opa import bundle
+
+    built = bundle.build(
+        args.directory,
+        args.output,
+        library=args.library,
+        data_paths=args.data or (),
+        revision=args.revision,
+    )
+    print(
+        f'wrote {args.output}: revision {built["revision"]}, roots '
+        f'{", ".join(built["roots"])}'
+    )
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from oslo_opa.drivers import http
+
+    if args.timeout <= 0:
+        raise _UsageError('--timeout must be positive')
+    return http.Transport(
+        args.opa_url,
+        connect_timeout=min(args.timeout, 5.0),
+        read_timeout=args.timeout,
+        retries=1,
+        max_connections=1,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        tls_verify=not args.insecure,
+    )
+
+
+def _push(args: argparse.Namespace) -> int:
+    from oslo_opa import bundle
+
+    client = _client(args)
+    try:
+        report = bundle.push(args.directory, client)
+    except bundle.PushError as e:
+        print(f'oslo-opa: error: {e}', file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    print(
+        f'pushed {args.directory} to {args.opa_url}: {len(report.put)} '
+        f'module(s) uploaded, {len(report.deleted)} removed, '
+        f'{report.unchanged} unchanged'
+    )
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from oslo_opa import bundle
+
+    client = _client(args)
+    try:
+        st = bundle.status(client, args.directory)
+    except bundle.OpaError as e:
+        print(f'oslo-opa: error: {e}', file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    print(f'OPA at {args.opa_url}: {st.health}')
+    for name, info in st.bundles.items():
+        print(
+            f'bundle {name or "(unnamed)"}: revision '
+            f'{info["revision"] or "(none)"}, roots '
+            f'{", ".join(info["roots"])}'
+        )
+    if st.bundles_error:
+        print(f'bundles: cannot list them ({st.bundles_error})')
+    elif not st.bundles:
+        print('bundles: none (policies pushed or loaded as files)')
+    elif not st.bundles_ready:
+        print('bundles: not all activated yet')
+    if args.directory:
+        if st.bundles:
+            loaded = {b['revision'] for b in st.bundles.values()}
+            same = any(r in loaded for r in st.local_revisions)
+            print(
+                f'{args.directory}: revision '
+                f'{" or ".join(st.local_revisions)} '
+                + ('(loaded)' if same else '(not a loaded revision)')
+            )
+        print(f'rules resolved: {st.resolved}/{st.rules}')
+        for name in st.unresolved[:20]:
+            print(f'  unresolved: {name}')
+        if len(st.unresolved) > 20:
+            print(f'  ... and {len(st.unresolved) - 20} more')
+    return EXIT_OK if st.ok else EXIT_FAILED
+
+
+def _opa_client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--opa-url',
+        default='http://127.0.0.1:8181',
+        metavar='URL',
+        help='http://host:port, https://host:port or unix:///path.sock '
+        '(default: %(default)s)',
+    )
+    parser.add_argument('--ca-file', help='CA bundle verifying OPA (https)')
+    parser.add_argument(
+        '--cert-file', help='client certificate for mutual TLS'
+    )
+    parser.add_argument('--key-file', help="the client certificate's key")
+    parser.add_argument(
+        '--insecure',
+        action='store_true',
+        help="do not verify OPA's certificate",
+    )
+    parser.add_argument(
+        '--timeout',
+        type=float,
+        default=60.0,
+        help='seconds to wait for each answer (default: %(default)s)',
+    )
+
+
+def _add_opa_commands(sub: Any) -> None:
+    """The bundle, push and status subcommands."""
+    bun = sub.add_parser(
+        'bundle',
+        help='write an OPA bundle of a converted policy',
+        description=(
+            'Write an OPA bundle (.tar.gz) of a converted directory, with a '
+            '.manifest holding a content revision and the roots it owns, '
+            'for opa run --bundle or a bundle server.'
+        ),
+    )
+    bun.add_argument('directory', help='output of oslo-opa convert')
+    bun.add_argument(
+        '--output', '-o', required=True, metavar='FILE', help='bundle file'
+    )
+    bun.add_argument(
+        '--library',
+        choices=('include', 'exclude', 'only'),
+        default='include',
+        help='the helper library (data.oslo_opa.lib): in the bundle '
+        '(default), left out, or alone; one OPA serving several services '
+        'loads their bundles built with "exclude" and one built with "only"',
+    )
+    bun.add_argument(
+        '--data',
+        action='append',
+        metavar='PATH',
+        help='JSON/YAML data file or directory merged into data.json; '
+        'repeatable',
+    )
+    bun.add_argument(
+        '--revision', help='revision to record (default: content hash)'
+    )
+    bun.set_defaults(func=_bundle)
+
+    psh = sub.add_parser(
+        'push',
+        help="upload a converted policy through OPA's Policy API",
+        description=(
+            'Upload the modules of a converted directory to a running OPA '
+            '(PUT /v1/policies/...), removing the modules of an earlier '
+            'push that are gone. All or nothing: when OPA refuses a '
+            'module, every change already made is undone (exit 1).'
+        ),
+    )
+    psh.add_argument('directory', help='output of oslo-opa convert')
+    _opa_client_args(psh)
+    psh.set_defaults(func=_push)
+
+    sta = sub.add_parser(
+        'status',
+        help="OPA's health, bundles, and whether a manifest's rules resolve",
+        description=(
+            "Report OPA's health, the bundles it has activated with their "
+            'revisions and, given a converted directory, whether every rule '
+            'of its manifest resolves to a boolean. Exit 0 when healthy and '
+            'complete, 1 otherwise.'
+        ),
+    )
+    sta.add_argument(
+        'directory', nargs='?', help='output of oslo-opa convert (optional)'
+    )
+    _opa_client_args(sta)
+    sta.set_defaults(func=_status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,8 +11,9 @@ and what the ``opa`` rule check uses, built from ``[oslo_opa]``.
 Every failure to decide (policy not loadable, unknown rule, evaluation
 error, unreachable server) is one log line naming the rule, and a deny,
 or with ``failure_mode = fallback`` the rule's oslo.policy check string
-from the manifest, evaluated by oslo.policy.  Credentials never reach the
-logs unmasked.
+from the manifest, evaluated by oslo.policy, or with ``failure_mode =
+embedded`` the embedded driver on the same ``rego_path`` (for a remote
+driver such as ``http``).  Credentials never reach the logs unmasked.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from oslo_opa.errors import PolicyLoadError
 
 LOG = logging.getLogger(__name__)
 
-FAILURE_MODES = ('deny', 'fallback')
+FAILURE_MODES = ('deny', 'fallback', 'embedded')
 
 
 class DecisionCache:
@@ -101,12 +102,14 @@ class Decider:
     """Decides rules with a driver, a cache and a failure mode.
 
     :param driver: the driver instance (see :func:`load`).
-    :param failure_mode: ``deny`` or ``fallback``.
+    :param failure_mode: ``deny``, ``fallback`` or ``embedded``.
     :param cache_size: decisions remembered; 0 turns the cache off.
     :param cache_ttl: seconds a remembered decision stays valid.
     :param driver_error: why there is no driver (driver is None).
     :param rego_path: the converted directory, whose manifest the
         fallback reads when the driver has none.
+    :param fallback_driver: with ``failure_mode = embedded``, the driver
+        that decides when ``driver`` fails (None: deny).
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class Decider:
         cache_ttl: float = 30.0,
         driver_error: str | None = None,
         rego_path: str | None = None,
+        fallback_driver: Driver | None = None,
     ) -> None:
         if failure_mode not in FAILURE_MODES:
             raise ValueError(f'failure_mode must be one of {FAILURE_MODES}')
@@ -130,6 +134,7 @@ class Decider:
         self._fallback: tuple[Any, Fallback | None] | None = None
         self._own_manifest: tuple[int, Any] | None = None
         self.rego_path = rego_path
+        self.fallback_driver = fallback_driver
 
     def decide(self, rule: str, target: Mapping[str, Any], creds: Any) -> bool:
         """Whether creds may do rule on target (never raises)."""
@@ -196,6 +201,26 @@ class Decider:
         creds: dict[str, Any],
         why: str | None,
     ) -> bool:
+        # Drivers name the rule too; say it once.
+        prefix = f'rule {rule!r}: '
+        if why and why.startswith(prefix):
+            why = why[len(prefix) :]
+        if self.failure_mode == 'embedded':
+            second = self.fallback_driver
+            if second is not None and second is not self.driver:
+                try:
+                    doc = second.input_for(rule, creds, target)
+                    allowed = second.decide(rule, doc)
+                except DecisionError as e:
+                    why = f'{why}; the embedded driver failed too: {e}'
+                else:
+                    LOG.warning(
+                        'oslo.opa: rule %r: %s; decided by the embedded '
+                        'driver instead',
+                        rule,
+                        why,
+                    )
+                    return allowed
         if self.failure_mode == 'fallback':
             fallback = self._fallback_for_current_policy()
             if fallback is not None and self._knows(rule):
@@ -248,6 +273,11 @@ class Decider:
     def close(self) -> None:
         if self.driver is not None:
             self.driver.close()
+        if (
+            self.fallback_driver is not None
+            and self.fallback_driver is not self.driver
+        ):
+            self.fallback_driver.close()
 
 
 def load(
@@ -264,7 +294,10 @@ def load(
     """A Decider for a converted directory (or an OPA, with options).
 
     A driver that cannot start is logged once; the Decider then denies
-    (or falls back) on every decision rather than raising.
+    (or falls back) on every decision rather than raising.  options are
+    the driver's own settings (``opa_url=...`` for the http driver).
+    With ``failure_mode='embedded'`` and another driver, the embedded
+    driver is started too, on the same rego_path and data_path.
     """
     settings = Settings(
         rego_path=rego_path,
@@ -279,8 +312,27 @@ def load(
     except PolicyLoadError as e:
         LOG.error('oslo.opa: %s', e)
         drv, error = None, str(e)
+    fallback = None
+    if failure_mode == 'embedded':
+        if driver == 'embedded':
+            fallback = drv
+        else:
+            try:
+                fallback = load_driver('embedded', settings)
+            except PolicyLoadError as e:
+                LOG.error(
+                    'oslo.opa: failure_mode = embedded: the embedded '
+                    'driver cannot start (failures will deny): %s',
+                    e,
+                )
     return Decider(
-        drv, failure_mode, cache_size, cache_ttl, error, rego_path=rego_path
+        drv,
+        failure_mode,
+        cache_size,
+        cache_ttl,
+        error,
+        rego_path=rego_path,
+        fallback_driver=fallback,
     )
 
 
@@ -299,4 +351,5 @@ def from_conf(conf: Any) -> Decider:
         cache_ttl=group.cache_ttl,
         reload_interval=group.reload_interval,
         strict_builtin_errors=group.strict_builtin_errors,
+        **{name: group[name] for name in opts.HTTP_OPTION_NAMES},
     )

@@ -11,6 +11,23 @@ from oslo_config import cfg
 
 GROUP = 'oslo_opa'
 
+# The http driver's settings, also its defaults when used without
+# oslo.config (``decider.load(driver='http', opa_url=...)``).
+HTTP_DEFAULTS = {
+    'opa_url': 'http://127.0.0.1:8181',
+    'opa_connect_timeout': 0.25,
+    'opa_read_timeout': 0.5,
+    'opa_retries': 1,
+    'opa_circuit_breaker_interval': 2.0,
+    'opa_max_connections': 16,
+    'opa_ca_file': None,
+    'opa_cert_file': None,
+    'opa_key_file': None,
+    'opa_tls_verify': True,
+    'opa_warm_up': True,
+}
+MAX_RETRIES = 5
+
 _options = [
     cfg.StrOpt(
         'driver',
@@ -42,6 +59,13 @@ _options = [
                 'fallback',
                 "Decide with the rule's oslo.policy check string recorded "
                 'in the manifest when the driver fails.',
+            ),
+            (
+                'embedded',
+                'Decide with the embedded driver (regopy, in this process) '
+                'on the same rego_path and data_path when the driver fails; '
+                'for driver = http. The converted policy is loaded and '
+                'compiled at start-up, as with driver = embedded.',
             ),
         ],
         help='What a decision is when the driver cannot make one (policy '
@@ -76,6 +100,89 @@ _options = [
         'the fallback) instead of an undefined value.',
     ),
 ]
+
+_http_options = [
+    cfg.StrOpt(
+        'opa_url',
+        default=HTTP_DEFAULTS['opa_url'],
+        help='driver = http: the OPA server, http://host:port, '
+        'https://host:port or unix:///path/to/opa.sock. Decisions are '
+        'POST /v1/data/<rule path> (paths from rego_path/manifest.json).',
+    ),
+    cfg.FloatOpt(
+        'opa_connect_timeout',
+        default=HTTP_DEFAULTS['opa_connect_timeout'],
+        min=0.001,
+        help='driver = http: seconds to wait for a connection to OPA.',
+    ),
+    cfg.FloatOpt(
+        'opa_read_timeout',
+        default=HTTP_DEFAULTS['opa_read_timeout'],
+        min=0.001,
+        help='driver = http: seconds to wait for each read of an answer '
+        'from OPA. A decision takes OPA well under a millisecond; this '
+        'bounds what a hung OPA costs a request.',
+    ),
+    cfg.IntOpt(
+        'opa_retries',
+        default=HTTP_DEFAULTS['opa_retries'],
+        min=0,
+        max=MAX_RETRIES,
+        help='driver = http: immediate retries of a request that failed '
+        'before it was sent (connection refused, connect timeout). A '
+        'request that may have reached OPA is never retried.',
+    ),
+    cfg.FloatOpt(
+        'opa_circuit_breaker_interval',
+        default=HTTP_DEFAULTS['opa_circuit_breaker_interval'],
+        min=0.0,
+        help='driver = http: after OPA fails to answer (timeout, refused '
+        'or reset connection, TLS error), decisions fail at once '
+        '(failure_mode) and a background thread probes OPA, first after '
+        '0.1 s, then at doubling delays up to this many seconds; the first '
+        'answer restores service. 0 disables the breaker (every decision '
+        'asks OPA).',
+    ),
+    cfg.IntOpt(
+        'opa_max_connections',
+        default=HTTP_DEFAULTS['opa_max_connections'],
+        min=1,
+        help='driver = http: keep-alive connections to OPA kept open, '
+        'shared by all threads. More concurrent decisions open extra '
+        'connections, closed after use.',
+    ),
+    cfg.StrOpt(
+        'opa_ca_file',
+        help="driver = http with https://: CA bundle that verifies OPA's "
+        'certificate (default: the system CAs).',
+    ),
+    cfg.StrOpt(
+        'opa_cert_file',
+        help='driver = http with https://: client certificate (PEM) for '
+        'mutual TLS.',
+    ),
+    cfg.StrOpt(
+        'opa_key_file',
+        help="driver = http with https://: the client certificate's key "
+        '(PEM), if not in opa_cert_file.',
+    ),
+    cfg.BoolOpt(
+        'opa_tls_verify',
+        default=HTTP_DEFAULTS['opa_tls_verify'],
+        help="driver = http with https://: verify OPA's certificate and "
+        'host name. Turning it off is logged as a warning.',
+    ),
+    cfg.BoolOpt(
+        'opa_warm_up',
+        default=HTTP_DEFAULTS['opa_warm_up'],
+        help="driver = http: ask every rule's path once in the background "
+        'at start-up, after the manifest changes and after an outage, so '
+        'OPA has prepared the queries before real requests arrive.',
+    ),
+]
+
+HTTP_OPTION_NAMES = tuple(o.dest for o in _http_options)
+_options = _options + _http_options
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
