@@ -332,7 +332,7 @@ class RegoPolicy:
             creds = {k: creds[k] for k in keys[0] if k in creds}
             target = {k: target[k] for k in keys[1] if k in target}
         return {
-            'credentials': inputs.to_json(creds),
+            'credentials': inputs.credentials_json(creds),
             'target': inputs.to_json(target),
             'rule': rule,
         }

@@ -5,9 +5,10 @@ cannot hold every Python value, and the converted Rego compares values
 the way oslo.policy does, with Python's ``str()``; so values are mapped
 deterministically, and never raise:
 
-* ``str``, ``bool``, ``None`` and ``int`` (within +/-2**53) are kept;
-  larger ints and floats are sent as their ``str()``, which is all that
-  oslo.policy ever compares them by.
+* ``str``, ``bool``, ``None`` and ``int`` (64-bit: both engines print
+  those exactly) are kept; larger ints and floats are sent as their
+  ``str()``, which is all oslo.policy compares them by (but a roles list
+  holding one no longer raises as it does in oslo.policy).
 * mappings become objects; keys that are not strings are dropped (a
   string lookup can never find them in oslo.policy either).
 * lists, tuples, sets and other iterables of the standard containers
@@ -15,6 +16,8 @@ deterministically, and never raise:
   ``_find_in_dict`` work.  oslo.policy walks only real lists; a tuple
   in the credentials is walked here too (documented difference).
 * anything else (datetimes, UUIDs, model objects) is sent as ``str()``.
+* ``roles`` keeps only what decides whether oslo.policy's RoleCheck
+  raises (see :func:`_roles`).
 * a string holding a NUL character cannot reach the embedded engine
   intact: :class:`UnrepresentableInput` is raised and the decision
   denies.
@@ -25,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-_SAFE_INT = 2**53
+# Both engines hold and print 64-bit integers exactly.
+_MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
 
 
 class UnrepresentableInput(ValueError):
@@ -41,7 +45,7 @@ def to_json(value: Any) -> Any:
             raise UnrepresentableInput('a string holds a NUL character')
         return value
     if isinstance(value, int):
-        return value if -_SAFE_INT <= value <= _SAFE_INT else str(value)
+        return value if _MIN_INT <= value <= _MAX_INT else str(value)
     if isinstance(value, float):
         return str(value)
     if isinstance(value, Mapping):
@@ -55,6 +59,38 @@ def to_json(value: Any) -> Any:
     except Exception:  # noqa: BLE001 - a broken __str__ must not crash
         text = f'<unprintable {type(value).__name__}>'
     return to_json(text)
+
+
+def _roles(value: Any) -> Any:
+    """creds["roles"] as oslo.policy's RoleCheck can use it.
+
+    RoleCheck iterates the value and lower-cases each item, so what
+    matters is whether that raises: a list, tuple or set keeps its
+    strings, and any other item becomes None (``x.lower()`` raises on it
+    in oslo.policy, and the Rego raises on a non-string); a string or a
+    mapping is iterated as such; anything else (a number, None, an
+    object) becomes None, which raises in both.
+    """
+    if isinstance(value, str):
+        return to_json(value)
+    if isinstance(value, Mapping):
+        return to_json(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = (
+            sorted(value, key=str)
+            if isinstance(value, (set, frozenset))
+            else value
+        )
+        return [to_json(v) if isinstance(v, str) else None for v in items]
+    return None
+
+
+def credentials_json(creds: Mapping[str, Any]) -> dict[str, Any]:
+    """The credentials part of the input document."""
+    out = to_json(creds)
+    if 'roles' in creds:
+        out['roles'] = _roles(creds['roles'])
+    return out
 
 
 def credentials_dict(creds: Any) -> dict[str, Any]:
@@ -78,7 +114,7 @@ def build_input(creds: Any, target: Mapping[str, Any], rule: str) -> dict:
     :raises UnrepresentableInput: when a value cannot be carried.
     """
     return {
-        'credentials': to_json(credentials_dict(creds)),
+        'credentials': credentials_json(credentials_dict(creds)),
         'target': to_json(target),
         'rule': rule,
     }

@@ -4,7 +4,8 @@ Packages
     A rule's package is ``<prefix>.<slug>``.  The slug is the rule name
     with every character outside ``[A-Za-z0-9_]`` replaced by ``_``
     (``identity:get_project`` -> ``identity_get_project``), prefixed with
-    ``r_`` when it would start with a digit or be empty, and suffixed with
+    ``r_`` when it would start with a digit or be empty (``r`` when it
+    would start with ``_``), and suffixed with
     ``_`` when it is a Rego keyword.  When two rule names of one
     conversion give the same slug, each of them gets ``_`` and the first
     8 hex digits of the SHA-256 of its name appended.  The mapping is
@@ -64,8 +65,10 @@ _NEEDS_ESCAPE = re.compile(r'[\s()%]')
 def slug(name: str) -> str:
     """The readable Rego identifier for a rule name (may collide)."""
     s = _UNSAFE.sub('_', name)
-    if not s or s[0].isdigit():
-        s = 'r_' + s
+    # A digit cannot start an identifier, and '_' alone is the wildcard
+    # (regopy also rejects a package part that starts with '_').
+    if not s or s[0].isdigit() or s[0] == '_':
+        s = 'r' + s if s.startswith('_') else 'r_' + s
     if s in KEYWORDS:
         s += '_'
     return s

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
+import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oslo_opa.errors import OsloOpaError
+from oslo_opa import inputs
+from oslo_opa.errors import OsloOpaError, PolicyLoadError
+
+LOG = logging.getLogger(__name__)
 
 
 class DecisionError(OsloOpaError):
@@ -80,3 +87,145 @@ class Driver(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, caches)."""
+
+
+def stamp(paths: Sequence[str]) -> tuple:
+    """What changes when a file under paths is written, added or gone."""
+    seen: list[tuple] = []
+    for top in paths:
+        if not os.path.exists(top):
+            seen.append((top, None))
+            continue
+        if os.path.isfile(top):
+            st = os.stat(top)
+            seen.append((top, st.st_mtime_ns, st.st_size))
+            continue
+        for root, dirs, files in os.walk(top):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                seen.append((path, st.st_mtime_ns, st.st_size))
+    return tuple(seen)
+
+
+class PolicyDirDriver(Driver):
+    """A driver that follows a converted directory on disk.
+
+    At most every ``reload_interval`` seconds a decision looks at the
+    modification times and sizes of the files under :meth:`watched` (as
+    oslo.policy does for policy files).  A change is loaded whole by
+    :meth:`load` before it replaces the policy in force, in one
+    assignment; one that fails to load keeps the previous policy and
+    logs one error per change.  A directory that cannot be loaded at all
+    is retried at the same pace; until then decisions fail.
+    """
+
+    #: What :meth:`load` reads, for messages.
+    what = 'the policy'
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        if not settings.rego_path:
+            raise PolicyLoadError(
+                '[oslo_opa] rego_path is not set: point it at the '
+                'directory written by oslo-opa convert'
+            )
+        self._policy: Any = None
+        self._generation = 0
+        self._stamp: tuple | None = None
+        self._failed_stamp: tuple | None = None
+        self._error: str | None = None
+        self._next_check = 0.0
+        self._reload_lock = threading.Lock()
+
+    @abc.abstractmethod
+    def load(self) -> Any:
+        """Load the directory (a RegoPolicy); raise PolicyLoadError."""
+
+    def watched(self) -> list[str]:
+        """The files and directories whose changes mean a reload."""
+        return [self.settings.rego_path]
+
+    def loaded(self, policy: Any) -> None:  # noqa: B027 - optional hook
+        """Called once a new policy is in force."""
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def manifest(self) -> Any:
+        policy = self._policy
+        return policy.manifest if policy is not None else None
+
+    def _check(self) -> None:
+        """Reload if files changed; never raises."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        if not self._reload_lock.acquire(blocking=self._policy is None):
+            return  # another thread is looking; keep deciding
+        try:
+            self._next_check = now + self.settings.reload_interval
+            current = stamp(self.watched())
+            if current in (self._stamp, self._failed_stamp):
+                return
+            try:
+                policy = self.load()
+            except PolicyLoadError as e:
+                if stamp(self.watched()) != current:
+                    # Written while we read it (a conversion replacing
+                    # the directory): not a broken policy; look again.
+                    self._next_check = 0.0
+                    return
+                self._failed_stamp = current
+                self._error = str(e)
+                if self._policy is None:
+                    LOG.error('oslo.opa: cannot load %s: %s', self.what, e)
+                else:
+                    LOG.error(
+                        'oslo.opa: reloading %s failed, the previous one '
+                        'stays in force: %s',
+                        self.what,
+                        e,
+                    )
+                return
+            self._policy = policy
+            self._stamp = current
+            self._failed_stamp = None
+            self._error = None
+            self._generation += 1
+            if self._generation > 1:
+                LOG.info(
+                    'oslo.opa: reloaded %s (%d rules)',
+                    self.settings.rego_path,
+                    len(policy.manifest.rules),
+                )
+            self.loaded(policy)
+        finally:
+            self._reload_lock.release()
+
+    def _current(self) -> Any:
+        self._check()
+        policy = self._policy
+        if policy is None:
+            raise DecisionError(self._error or f'{self.what} is not loaded')
+        return policy
+
+    def input_for(
+        self, rule: str, creds: Mapping[str, Any], target: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        policy = self._current()
+        try:
+            return policy.input_for(rule, creds, target)
+        except KeyError:
+            raise DecisionError(
+                f'rule {rule!r} is not in '
+                f'{os.path.join(policy.directory, "manifest.json")}'
+            ) from None
+        except inputs.UnrepresentableInput as e:
+            raise DecisionError(f'rule {rule!r}: {e}') from e

@@ -52,7 +52,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 import select
 import socket
 import ssl
@@ -62,9 +61,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from oslo_opa import inputs
-from oslo_opa.drivers.base import DecisionError, Driver, Settings
-from oslo_opa.drivers.embedded import _stamp
+from oslo_opa.drivers.base import DecisionError, PolicyDirDriver, Settings
 from oslo_opa.engine import RegoPolicy
 from oslo_opa.errors import OsloOpaError, PolicyLoadError
 from oslo_opa.opts import HTTP_DEFAULTS, MAX_RETRIES
@@ -351,16 +348,14 @@ def _option(options: Mapping[str, Any], name: str) -> Any:
     return DEFAULTS[name] if value is None else value
 
 
-class HttpDriver(Driver):
-    """Decide with an OPA server (``driver = http``)."""
+class HttpDriver(PolicyDirDriver):
+    """Decide with an OPA server (``driver = http``).
+
+    ``rego_path`` is required: its manifest maps rules to OPA paths.
+    """
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        if not settings.rego_path:
-            raise PolicyLoadError(
-                '[oslo_opa] rego_path is not set: the http driver reads '
-                'its manifest.json to map rules to OPA paths'
-            )
         opts = settings.options
         self.url = str(_option(opts, 'opa_url'))
         read_timeout = float(_option(opts, 'opa_read_timeout'))
@@ -392,14 +387,6 @@ class HttpDriver(Driver):
         self._interval = float(_option(opts, 'opa_circuit_breaker_interval'))
         self._warm_up = bool(_option(opts, 'opa_warm_up'))
 
-        self._policy: RegoPolicy | None = None
-        self._generation = 0
-        self._stamp: tuple | None = None
-        self._failed_stamp: tuple | None = None
-        self._error: str | None = None
-        self._next_check = 0.0
-        self._reload_lock = threading.Lock()
-
         # Circuit breaker and background work, under _state_lock.
         self._state_lock = threading.Lock()
         self._open = False
@@ -415,73 +402,15 @@ class HttpDriver(Driver):
 
     # --- policy (manifest) ---------------------------------------------------
 
-    @property
-    def generation(self) -> int:
-        return self._generation
+    what = 'the manifest'
 
-    @property
-    def manifest(self) -> Any:
-        policy = self._policy
-        return policy.manifest if policy is not None else None
+    def load(self) -> RegoPolicy:
+        # Only the manifest and module texts are read (for paths and
+        # projection); OPA compiles the policy.
+        return RegoPolicy(self.settings.rego_path)
 
-    def _check(self) -> None:
-        """Re-read the manifest if files under rego_path changed."""
-        now = time.monotonic()
-        if now < self._next_check:
-            return
-        if not self._reload_lock.acquire(blocking=self._policy is None):
-            return
-        try:
-            self._next_check = now + self.settings.reload_interval
-            stamp = _stamp([self.settings.rego_path])
-            if stamp == self._stamp or stamp == self._failed_stamp:
-                return
-            try:
-                policy = RegoPolicy(self.settings.rego_path)
-            except PolicyLoadError as e:
-                self._failed_stamp = stamp
-                self._error = str(e)
-                LOG.error(
-                    'oslo.opa: cannot read the manifest%s: %s',
-                    '' if self._policy is None else ' (keeping the previous)',
-                    e,
-                )
-                return
-            self._policy = policy
-            self._stamp = stamp
-            self._failed_stamp = None
-            self._error = None
-            self._generation += 1
-            if self._generation > 1:
-                LOG.info(
-                    'oslo.opa: re-read %s (%d rules)',
-                    self.settings.rego_path,
-                    len(policy.manifest.rules),
-                )
-            self._request_warm_up()
-        finally:
-            self._reload_lock.release()
-
-    def _current(self) -> RegoPolicy:
-        self._check()
-        policy = self._policy
-        if policy is None:
-            raise DecisionError(self._error or 'no manifest loaded')
-        return policy
-
-    def input_for(
-        self, rule: str, creds: Mapping[str, Any], target: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        policy = self._current()
-        try:
-            return policy.input_for(rule, creds, target)
-        except KeyError:
-            raise DecisionError(
-                f'rule {rule!r} is not in '
-                f'{os.path.join(policy.directory, "manifest.json")}'
-            ) from None
-        except inputs.UnrepresentableInput as e:
-            raise DecisionError(f'rule {rule!r}: {e}') from e
+    def loaded(self, policy: RegoPolicy) -> None:
+        self._request_warm_up()
 
     # --- deciding ------------------------------------------------------------
 

@@ -55,7 +55,8 @@ AWKWARD = [
         ('default', 'default_'),
         ('1x', 'r_1x'),
         ('', 'r_'),
-        ('*', '_'),
+        ('*', 'r_'),
+        ('_x', 'r_x'),
     ],
 )
 def test_slug(name, expected):

@@ -94,12 +94,31 @@ subst(parts) := ["f"] if {
 	is_object(p)
 	v := input.target[p.key]
 	not _printable(v)
+	not _container(v)
+} else := ["b"] if {
+	some p in parts
+	is_object(p)
+	_container(input.target[p.key])
 } else := ["v", text] if {
 	ps := parts
-	text := concat("", [_part_str(p) | some p in ps])
+	text := concat("", [x | some p in ps; x := _part_str(p)])
 }
 
 _printable(v) if is_string(py_str(v))
+
+_container(v) if is_array(v)
+
+_container(v) if is_object(v)
+
+# A text holding the str() of a list or a dict ("b" from subst) is not
+# known here, but it holds a "[" or a "{": it can only equal a text
+# holding one too.
+_bracketed(x) if {
+	is_string(x)
+	regex.match(`[\[{]`, x)
+}
+
+_bracketed(x) if _container(x)
 
 _part_str(p) := p if is_string(p)
 
@@ -155,9 +174,27 @@ role_lowered(m) := "f" if {
 # role(parts): role check with substitutions.
 role(parts) := r if {
 	s := subst(parts)
-	s[0] != "v"
+	s[0] in {"f", "e"}
 	r := s[0]
+} else := r if {
+	subst(parts)[0] == "b"
+	r := _role_bracketed(parts)
 } else := role_lowered(py_lower(subst(parts)[1]))
+
+# A role check whose match holds the str() of a list or a dict: only a
+# role with a bracket and the same (lower-cased) ends might equal it.
+_role_bracketed(parts) := "f" if {
+	not has(input.credentials, "roles")
+} else := "e" if {
+	_roles_error
+} else := "e" if {
+	first := py_lower(_first(parts))
+	last := py_lower(_last(parts))
+	edges := [substring(first, 0, 1), substring(last, count(last) - 1, 1)]
+	some r in roles_lower
+	_bracketed(r)
+	_ends(r) == edges
+} else := "f"
 
 # --- generic checks -------------------------------------------------------
 
@@ -165,8 +202,13 @@ role(parts) := r if {
 # the literal, computed by the converter.
 literal(parts, value) := r if {
 	s := subst(parts)
-	s[0] != "v"
+	s[0] in {"f", "e"}
 	r := s[0]
+} else := "e" if {
+	subst(parts)[0] == "b"
+	_bracketed(value)
+} else := "f" if {
+	subst(parts)[0] == "b"
 } else := "t" if {
 	subst(parts)[1] == value
 } else := "f"
@@ -202,17 +244,71 @@ else := [["v", b[1][key]]]
 # generic(parts, branches): ``<creds path>:<match>``.
 generic(parts, branches) := r if {
 	s := subst(parts)
-	s[0] != "v"
+	s[0] in {"f", "e"}
 	r := s[0]
+} else := any_of(leaves) if {
+	subst(parts)[0] == "b"
+	bs := branches
+	edges := [_first(parts), _last(parts)]
+	leaves := [x | some b in bs; x := _leaf_bracketed(b, edges)]
 } else := any_of(leaves) if {
 	bs := branches
 	m := subst(parts)[1]
-	leaves := [_leaf(b, m) | some b in bs]
+	leaves := [x | some b in bs; x := _leaf(b, m)]
 }
 
 _leaf(b, _) := "e" if b[0] == "e"
 
 _leaf(b, m) := py_eq(m, b[1]) if b[0] == "v"
+
+# str() of the value against a text holding a "[" or a "{", whose first
+# and last characters are ends (known even where a list or dict was
+# substituted: "[" or "{", "]" or "}").  Unequal ends: unequal texts.
+_leaf_bracketed(b, ends) := "e" if b[0] == "e"
+
+else := "f" if not _bracketed(b[1])
+
+else := "f" if _ends(b[1]) != ends
+
+else := "e"
+
+_ends(v) := ["[", "]"] if is_array(v)
+
+_ends(v) := ["{", "}"] if is_object(v)
+
+_ends(v) := [substring(v, 0, 1), substring(v, count(v) - 1, 1)] if {
+	is_string(v)
+	count(v) > 0
+}
+
+_ends(v) := ["", ""] if v == ""
+
+# The first and last characters of a substitution's text.
+_first(parts) := c if {
+	ps := parts
+	texts := [t | some p in ps; t := _part_ends(p)[0]; t != ""]
+	c := texts[0]
+}
+
+_last(parts) := c if {
+	ps := parts
+	texts := [t | some p in ps; t := _part_ends(p)[1]; t != ""]
+	c := texts[count(texts) - 1]
+}
+
+_part_ends(p) := _ends(p) if is_string(p)
+
+_part_ends(p) := _ends(v) if {
+	is_object(p)
+	v := input.target[p.key]
+	_container(v)
+}
+
+_part_ends(p) := _ends(py_str(v)) if {
+	is_object(p)
+	v := input.target[p.key]
+	not _container(v)
+}
 
 # failed(parts): a check oslo.policy raises on once its substitutions
 # are done (an unsupported format, a kind ast.literal_eval rejects).
@@ -279,7 +375,7 @@ subst_text(parts) := text if {
 	every p in ps {
 		_part_present(p)
 	}
-	text := concat("", [_part_str(p) | some p in ps])
+	text := concat("", [x | some p in ps; x := _part_str(p)])
 }
 
 _part_present(p) if is_string(p)

@@ -43,7 +43,8 @@ test_subst_reads_flat_target_keys if {
 	lib.subst(["a-", {"key": "target.project.id"}, "-b"]) == ["v", "a-p1-b"] with input as {"target": {"target.project.id": "p1"}}
 	lib.subst([{"key": "n:x"}, {"key": "k"}]) == ["v", "True7"] with input as {"target": {"n:x": true, "k": 7}}
 	lib.subst([{"key": "missing"}]) == ["f"] with input as {"target": {}}
-	lib.subst([{"key": "a"}]) == ["e"] with input as {"target": {"a": [1]}}
+	lib.subst([{"key": "a"}]) == ["b"] with input as {"target": {"a": [1]}}
+	lib.subst([{"key": "a"}]) == ["e"] with input as {"target": {"a": 1.5}}
 	lib.subst([{"key": "a"}, {"key": "gone"}]) == ["f"] with input as {"target": {"a": [1]}}
 }
 
