@@ -7,17 +7,15 @@ deterministically, and never raise:
 
 * ``str``, ``bool``, ``None`` and ``int`` (64-bit: both engines print
   those exactly) are kept; larger ints and floats are sent as their
-  ``str()``, which is all oslo.policy compares them by (but a roles list
-  holding one no longer raises as it does in oslo.policy).
+  ``str()``, which is all oslo.policy compares them by.
 * mappings become objects; keys that are not strings are dropped (a
   string lookup can never find them in oslo.policy either).
-* lists, tuples, sets and other iterables of the standard containers
-  become arrays (sets sorted by ``str()``), so roles and lists walked by
-  ``_find_in_dict`` work.  oslo.policy walks only real lists; a tuple
-  in the credentials is walked here too (documented difference).
-* anything else (datetimes, UUIDs, model objects) is sent as ``str()``.
+* lists become arrays: oslo.policy walks them.  Tuples, sets and
+  everything else (datetimes, UUIDs, model objects) are sent as their
+  ``str()``: oslo.policy compares and substitutes them by it, and walking
+  into one raises in both.
 * ``roles`` keeps only what decides whether oslo.policy's RoleCheck
-  raises (see :func:`_roles`).
+  raises (see :func:`_roles`): a tuple or set of roles is iterated.
 * a string holding a NUL character cannot reach the embedded engine
   intact: :class:`UnrepresentableInput` is raised and the decision
   denies.
@@ -49,11 +47,18 @@ def to_json(value: Any) -> Any:
     if isinstance(value, float):
         return str(value)
     if isinstance(value, Mapping):
-        return {k: to_json(v) for k, v in value.items() if isinstance(k, str)}
-    if isinstance(value, (list, tuple)):
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, str):
+                if '\x00' in k:
+                    raise UnrepresentableInput('a key holds a NUL character')
+                out[k] = to_json(v)
+        return out
+    if isinstance(value, list):
         return [to_json(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return [to_json(v) for v in sorted(value, key=str)]
+    # A tuple or a set is not walked by oslo.policy (only lists are): it
+    # is compared, and substituted, by its str(), and walking into it
+    # raises, as walking into a string does in the Rego.
     try:
         text = str(value)
     except Exception:  # noqa: BLE001 - a broken __str__ must not crash
@@ -64,16 +69,18 @@ def to_json(value: Any) -> Any:
 def _roles(value: Any) -> Any:
     """creds["roles"] as oslo.policy's RoleCheck can use it.
 
-    RoleCheck iterates the value and lower-cases each item, so what
-    matters is whether that raises: a list, tuple or set keeps its
-    strings, and any other item becomes None (``x.lower()`` raises on it
-    in oslo.policy, and the Rego raises on a non-string); a string or a
-    mapping is iterated as such; anything else (a number, None, an
-    object) becomes None, which raises in both.
+    RoleCheck iterates the value and lower-cases each item, so a value
+    (or item) that JSON carries as it is stays: a non-string item raises
+    in both, a string or a mapping is iterated in both.  A float, an int
+    beyond 64 bits or another object would become its str(), a string on
+    which the Rego does not raise where oslo.policy does: it becomes
+    None instead, which raises in both.
     """
-    if isinstance(value, str):
-        return to_json(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping) and not all(
+        isinstance(k, str) for k in value
+    ):
+        return None  # RoleCheck lower-cases every key: one raises
+    if isinstance(value, (str, Mapping)):
         return to_json(value)
     if isinstance(value, (list, tuple, set, frozenset)):
         items = (
@@ -81,7 +88,21 @@ def _roles(value: Any) -> Any:
             if isinstance(value, (set, frozenset))
             else value
         )
-        return [to_json(v) if isinstance(v, str) else None for v in items]
+        return [_role_item(v) for v in items]
+    return _role_item(value)
+
+
+def _role_item(value: Any) -> Any:
+    if isinstance(value, float) or (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not _MIN_INT <= value <= _MAX_INT
+    ):
+        return None
+    if value is None or isinstance(
+        value, (str, bool, int, Mapping, list, tuple, set, frozenset)
+    ):
+        return to_json(value)
     return None
 
 

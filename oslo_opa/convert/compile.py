@@ -394,6 +394,13 @@ def compile_table(table: RuleTable, prefix: str) -> Conversion:
 
     :raises ConversionError: for a rule that cannot be converted.
     """
+    for name in table.rules:
+        try:
+            name.encode('utf-8')
+        except UnicodeEncodeError as e:
+            raise ConversionError(
+                f'rule {name!r}: the name is not valid Unicode text'
+            ) from e
     tc = _TableCompiler(table, prefix)
     rules = {name: tc.compile_rule(name) for name in table.rules}
     return Conversion(

@@ -112,7 +112,12 @@ def parse_format(match: str) -> Format:
                 continue
         if text:
             parts.append(''.join(text))
-        return Format(parts, unsupported=match[i:])
+        fmt = Format(parts, unsupported=match[i:])
+        if match.startswith('%(', i) and depth == 0:
+            # Python looks the key up before it converts: a missing one
+            # is a KeyError (the check is False) even here.
+            fmt.parts.append(('key', match[i + 2 : j - 1]))
+        return fmt
     if text:
         parts.append(''.join(text))
     return Format(parts)

@@ -822,7 +822,11 @@ def test_input_building_matches_oslo_policy(tmp_path, caplog):
         assert ref.enforce(f'k_{key}', target, ctx(str(value))) is True
     for key, value in CONTAINERS.items():
         assert ref.enforce(f'k_{key}', target, ctx(str(value))) is True
-        assert enforcer.enforce(f'k_{key}', target, ctx(str(value))) is False
+        # Tuples and sets travel as their str(): exact.  A dict has no
+        # repr in Rego: the README's known difference, a deny.
+        exact = key != 'nested'
+        got = enforcer.enforce(f'k_{key}', target, ctx(str(value)))
+        assert got is exact, key
     for rule, user_id in (('deep', 'v'), ('lit', 'x'), ('ctx', 'x')):
         expected = ref.enforce(rule, target, ctx(user_id))
         assert enforcer.enforce(rule, target, ctx(user_id)) is expected
@@ -851,9 +855,9 @@ def test_input_building_matches_oslo_policy(tmp_path, caplog):
         'keys': "dict_keys(['x', 'y'])",
         'values': 'dict_values([1])',
         'items': "dict_items([('x', 1)])",
-        'tup': ['t1', 't2'],
-        'st': ['s1'],
-        'fst': ['f1'],
+        'tup': "('t1', 't2')",
+        'st': "{'s1'}",
+        'fst': "frozenset({'f1'})",
         'nested': {'a': {'b': 'v'}},
         'project_id': 'p1',
     }
