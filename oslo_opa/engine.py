@@ -237,23 +237,31 @@ class RegoPolicy:
             it.add_module(name, text)
         return it
 
+    def _compile(
+        self, names: list[str], entrypoints: list[str], what: str, **kw: Any
+    ) -> Any:
+        """A bundle of the named modules, or PolicyLoadError naming what."""
+        try:
+            it = self._interpreter(*names, **kw)
+            bundle = it.build(None, entrypoints)
+        except regopy.RegoError as e:
+            raise PolicyLoadError(
+                f'{self.directory}: {what} does not compile: {e}'
+            ) from e
+        if not bundle.ok():
+            raise PolicyLoadError(
+                f'{self.directory}: {what} does not compile: {bundle.node()}'
+            )
+        return bundle
+
     def validate(self) -> None:
         """Compile every module together once.
 
         :raises PolicyLoadError: naming what does not compile.
         """
-        rules = self.manifest.rules.values()
-        try:
-            it = self._interpreter(*self.modules)
-            bundle = it.build(None, [e.path for e in rules] or None)
-        except regopy.RegoError as e:
-            raise PolicyLoadError(
-                f'{self.directory}: does not compile: {e}'
-            ) from e
-        if not bundle.ok():
-            raise PolicyLoadError(
-                f'{self.directory}: does not compile: {bundle.node()}'
-            )
+        paths = [e.path for e in self.manifest.rules.values()]
+        if paths:
+            self._compile(list(self.modules), paths, 'the policy')
 
     def bundle(self, rule: str, ascii_only: bool = False) -> Any:
         """The compiled bundle deciding rule (built once).
@@ -278,26 +286,14 @@ class RegoPolicy:
         names = self._shared + [
             self.manifest.rules[r].module for r in self.manifest.closure(rule)
         ]
-        try:
-            it = self._interpreter(*names, ascii_only=ascii_only)
-            bundle = it.build(
-                None,
-                [
-                    entry.path,
-                    _state_path(entry.path),
-                    _fast_path(entry.path),
-                ],
-            )
-        except regopy.RegoError as e:
-            raise PolicyLoadError(
-                f'{self.directory}: rule {rule!r} does not compile: {e}'
-            ) from e
-        if not bundle.ok():
-            raise PolicyLoadError(
-                f'{self.directory}: rule {rule!r} does not compile: '
-                f'{bundle.node()}'
-            )
-        return bundle
+        entrypoints = [
+            entry.path,
+            _state_path(entry.path),
+            _fast_path(entry.path),
+        ]
+        return self._compile(
+            names, entrypoints, f'rule {rule!r}', ascii_only=ascii_only
+        )
 
     # --- inputs ------------------------------------------------------------
 
