@@ -327,11 +327,7 @@ class RegoPolicy:
         if keys is not None:
             creds = {k: creds[k] for k in keys[0] if k in creds}
             target = {k: target[k] for k in keys[1] if k in target}
-        return {
-            'credentials': inputs.credentials_json(creds),
-            'target': inputs.to_json(target),
-            'rule': rule,
-        }
+        return inputs.document(creds, target, rule)
 
     # --- deciding ----------------------------------------------------------
 

@@ -129,13 +129,23 @@ def credentials_dict(creds: Any) -> dict[str, Any]:
     return creds
 
 
-def build_input(creds: Any, target: Mapping[str, Any], rule: str) -> dict:
-    """The input document for one decision.
+def document(
+    creds: Mapping[str, Any], target: Mapping[str, Any], rule: str
+) -> dict:
+    """The input document from credentials already as a dict.
 
     :raises UnrepresentableInput: when a value cannot be carried.
     """
     return {
-        'credentials': credentials_json(credentials_dict(creds)),
+        'credentials': credentials_json(creds),
         'target': to_json(target),
         'rule': rule,
     }
+
+
+def build_input(creds: Any, target: Mapping[str, Any], rule: str) -> dict:
+    """The input document for one decision (creds: a dict or a context).
+
+    :raises UnrepresentableInput: when a value cannot be carried.
+    """
+    return document(credentials_dict(creds), target, rule)

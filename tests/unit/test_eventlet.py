@@ -44,8 +44,7 @@ SCRIPT = textwrap.dedent(
     serial = [d.decide(r, t, c) for r, t, c in requests]
     pool = eventlet.GreenPool(64)
     green = list(pool.imap(lambda req: d.decide(*req), requests))
-    print(json.dumps({'serial': serial, 'green': green,
-                      'pool': len(d.driver._policy._pool)}))
+    print(json.dumps({'serial': serial, 'green': green}))
     """
 )
 
@@ -67,5 +66,3 @@ def test_greenthreads_decide_like_one_thread(tmp_path):
     assert result['green'] == result['serial']
     # Both decisions occurred, so equal lists say something.
     assert 0 < sum(result['serial']) < 1500
-    # regopy calls do not yield: greenthreads need few interpreters.
-    assert result['pool'] >= 1
