@@ -138,7 +138,40 @@ class Decider:
 
     def decide(self, rule: str, target: Mapping[str, Any], creds: Any) -> bool:
         """Whether creds may do rule on target (never raises)."""
-        return self.decide_many([(rule, target)], creds)[0]
+        # decide_many for one request, without its lists: this is the
+        # path every oslo.policy check takes.
+        creds_dict = inputs.credentials_dict(creds)
+        driver = self.driver
+        if driver is None:
+            return self._failed(rule, target, creds_dict, self.driver_error)
+        try:
+            doc = driver.input_for(rule, creds_dict, target)
+            key = self._cache_key(driver, doc)
+            if key is not None:
+                hit = self.cache.get(key)
+                if hit is not None:
+                    return hit
+            outcome = driver.decide(rule, doc)
+        except DecisionError as e:
+            return self._failed(rule, target, creds_dict, str(e))
+        if key is not None:
+            self.cache.put(key, outcome)
+        return bool(outcome)
+
+    def _cache_key(self, driver: Driver, doc: Mapping[str, Any]) -> Any:
+        """The cache key for doc under driver's policy, or None."""
+        if self.cache is None:
+            return None
+        generation = driver.generation
+        if self._cache_generation != generation:
+            self.cache.clear()
+            self._cache_generation = generation
+        # The generation is part of the key: an answer from an older
+        # policy, stored late, is never served for a newer.
+        return (
+            generation,
+            json.dumps(doc, sort_keys=True, separators=(',', ':')),
+        )
 
     def decide_many(
         self, requests: Sequence[tuple[str, Mapping[str, Any]]], creds: Any
@@ -161,18 +194,8 @@ class Decider:
             except DecisionError as e:
                 results[i] = self._failed(rule, target, creds_dict, str(e))
                 continue
-            key = None
-            if cache is not None:
-                generation = driver.generation
-                if self._cache_generation != generation:
-                    cache.clear()
-                    self._cache_generation = generation
-                # The generation is part of the key: an answer from an
-                # older policy, stored late, is never served for a newer.
-                key = (
-                    generation,
-                    json.dumps(doc, sort_keys=True, separators=(',', ':')),
-                )
+            key = self._cache_key(driver, doc)
+            if key is not None:
                 hit = cache.get(key)
                 if hit is not None:
                     results[i] = hit

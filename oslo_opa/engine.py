@@ -1,10 +1,20 @@
 """In-process Rego evaluation of a converted directory with regopy.
 
-A converted directory is compiled into one small regopy bundle per rule
-(the rule's module, the modules it reads, the helper library and any
-extra hand-written modules), built on first use and reused: regopy's
-query cost grows with bundle size, and ``Interpreter.query()`` would
-recompile the policy for every decision.
+A converted directory is compiled into small regopy bundles per rule,
+built on first use and reused: ``Interpreter.query()`` would recompile
+the policy for every decision, and a bundle query costs time in
+proportion to all the Rego in the bundle (measured with regopy 1.5.2:
+10 us for a one-line bundle, 200 us for one holding keystone's fast
+paths), so each bundle holds only what its rule needs:
+
+* the fast bundle, for a *tidy* input (no check can raise on it, see
+  ``lib.tidy``; Python's :func:`_tidy` decides it here): the ``_fast``
+  files of the rule and of the rules it reads, ``core.rego`` and the
+  case mapping, plus, for each rule read, a one-line ``allow if _fast``
+  (exact on a tidy input, where no ``maybe_error`` holds);
+* the full bundle, for every other input: the rule's modules, the
+  modules they read, the helper library and any extra hand-written
+  modules, deciding ``allow`` itself.
 
 Only ``allow`` is ever read, and only the exact result ``true`` allows:
 undefined, false, a non-boolean or an engine error all deny.  regopy's
@@ -30,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -37,13 +48,42 @@ from typing import Any
 import regopy
 import yaml
 
-from oslo_opa import inputs
+from oslo_opa import inputs, regofast
 from oslo_opa import manifest as manifest_mod
 from oslo_opa.errors import OsloOpaError, PolicyLoadError
 
 _TRUE = '{"expressions":[true]}'
 _FALSE = '{"expressions":[false]}'
+_MAYBE = '{"expressions":["maybe"]}'
 CASEFOLD = 'oslo_opa/casefold.rego'
+COMPARE = 'oslo_opa/compare.rego'
+_PYSTR = 'oslo_opa/pystr.rego'
+ROLES = 'oslo_opa/roles.rego'
+# Membership in an array is cheaper in regopy than building a set.
+ASCII_ROLES = """package oslo_opa.lib
+
+roles_list_lower := [x | some r in input.credentials.roles; x := lower(r)]
+"""
+_SUBST = 'oslo_opa/subst.rego'
+# The library files a fast path needs for each helper it calls (the file
+# defining it and those it calls in turn); tests/unit/test_engine_library
+# checks this against the library.
+FAST_LIBRARY: dict[str, tuple[str, ...]] = {
+    'roles_list_lower': (ROLES, CASEFOLD),
+    'py_lower': (CASEFOLD,),
+    'py_str': (_PYSTR,),
+    'str_eq': (COMPARE, _PYSTR),
+    'has': (_SUBST, _PYSTR),
+    'subst_text': (_SUBST, _PYSTR),
+    'cred_eq': (_SUBST, _PYSTR),
+}
+_LIB_CALL = re.compile(r'\blib\.([A-Za-z_][A-Za-z0-9_]*)')
+PLAIN_COMPARE = """package oslo_opa.lib
+
+str_eq(a, b) if a == b
+"""
+# A package name from the manifest, before it is written into Rego.
+_PACKAGE = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*')
 ASCII_CASEFOLD = """package oslo_opa.lib
 
 py_lower(s) := lower(s)
@@ -118,12 +158,34 @@ def load_data(paths: Iterable[str]) -> dict[str, Any]:
     return data
 
 
-def _all_ascii(doc: Any) -> bool:
-    """Every string in doc (keys included) is ASCII."""
-    try:
-        return json.dumps(doc, ensure_ascii=False).isascii()
-    except (TypeError, ValueError):
-        return False
+_CONFUSABLE = frozenset(('True', 'False', 'None'))
+
+
+def _shape(doc: Any) -> tuple[bool, bool]:
+    """(every string in doc is ASCII, no string value in doc reads like
+    the str() of a non-string), keys included in the first."""
+    ascii_only = plain = True
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                ascii_only = False
+            if value in _CONFUSABLE or value.lstrip('-').isdigit():
+                plain = False
+        elif kind is dict:
+            for key, item in value.items():
+                if not (type(key) is str and key.isascii()):
+                    ascii_only = False
+                stack.append(item)
+        elif kind is list:
+            stack.extend(value)
+        elif kind not in (bool, int) and value is not None:
+            return False, False
+        if not (ascii_only or plain):
+            break
+    return ascii_only, plain
 
 
 def _tidy(doc: Mapping[str, Any]) -> bool:
@@ -147,6 +209,10 @@ def _tidy(doc: Mapping[str, Any]) -> bool:
 
 def _fast_path(allow_path: str) -> str:
     return allow_path.rsplit('/', 1)[0] + '/_fast'
+
+
+def _decision_path(allow_path: str) -> str:
+    return allow_path.rsplit('/', 1)[0] + '/_fast_decision'
 
 
 def _state_path(allow_path: str) -> str:
@@ -178,22 +244,21 @@ class RegoPolicy:
         self.data_json = json.dumps(data) if data else None
         self.strict_builtin_errors = strict_builtin_errors
         owned = {e.module for e in self.manifest.rules.values()}
+        owned |= {
+            e.fast_module
+            for e in self.manifest.rules.values()
+            if e.fast_module in self.modules
+        }
         for entry in self.manifest.rules.values():
             if entry.module not in self.modules:
                 raise PolicyLoadError(
                     f'{os.path.join(directory, entry.module)}: missing; '
                     f'the manifest lists it for rule {entry.name!r}'
                 )
-        # Library and hand-written modules go into every bundle.
+        # Library and hand-written modules go into every full bundle.
         self._shared = [m for m in self.modules if m not in owned]
         self._edited = {
-            e.name
-            for e in self.manifest.rules.values()
-            if e.sha256 is None
-            or hashlib.sha256(
-                self.modules[e.module].encode('utf-8')
-            ).hexdigest()
-            != e.sha256
+            e.name for e in self.manifest.rules.values() if self._is_edited(e)
         }
         self._projection: dict[str, tuple[list[str], list[str]] | None] = {}
         self._ascii_ok = {
@@ -205,26 +270,77 @@ class RegoPolicy:
             )
             for name in self.manifest.rules
         }
-        # Rules whose _fast is their allow for a tidy input.
-        self._fast_ok = {
-            name: not any(
-                r in self._edited for r in self.manifest.closure(name)
-            )
-            and all(
+        # The library files each rule's fast path needs, if it has one.
+        self._fast_library: dict[str, list[str] | None] = {}
+        for name in self.manifest.rules:
+            self._fast_library[name] = self._library_for(name)
+        # Rules whose fast path can never say "maybe": query _fast.
+        self._direct = {
+            name: all(
                 self.manifest.rules[r].fast_entry
                 for r in self.manifest.closure(name)
             )
             for name in self.manifest.rules
         }
-        self._bundles: dict[tuple[str, bool], Any] = {}
+        self._bundles: dict[tuple[str, bool, bool], Any] = {}
         self._build_lock = threading.Lock()
         self._pool: list[regopy.Interpreter] = []
         self._pool_lock = threading.Lock()
 
+    def _is_edited(self, entry: manifest_mod.RuleEntry) -> bool:
+        """Whether entry's files differ from what the converter wrote."""
+
+        def changed(name: str | None, digest: str | None) -> bool:
+            text = self.modules.get(name) if name else None
+            return (
+                text is None
+                or digest is None
+                or hashlib.sha256(text.encode('utf-8')).hexdigest() != digest
+            )
+
+        if changed(entry.module, entry.sha256):
+            return True
+        # A manifest from before the fast path had its own file has none.
+        return entry.fast_module is not None and changed(
+            entry.fast_module, entry.fast_sha256
+        )
+
+    def _library_for(self, rule: str) -> list[str] | None:
+        """The library files rule's fast bundle needs; None when the rule
+        has no usable fast path (edited, or calling an unknown helper)."""
+        files: list[str] = []
+        for r in self.manifest.closure(rule):
+            entry = self.manifest.rules[r]
+            text = self.modules.get(entry.fast_module or '')
+            if (
+                r in self._edited
+                or text is None
+                or not _PACKAGE.fullmatch(self._package(r))
+            ):
+                return None
+            for call in _LIB_CALL.findall(text):
+                needed = FAST_LIBRARY.get(call)
+                if needed is None or any(
+                    f not in self.modules for f in needed
+                ):
+                    return None
+                files += [f for f in needed if f not in files]
+        return files
+
+    def _package(self, rule: str) -> str:
+        entry = self.manifest.rules[rule]
+        if entry.package:
+            return entry.package
+        return entry.path.rsplit('/', 1)[0].replace('/', '.')
+
     # --- compiling -------------------------------------------------------
 
     def _interpreter(
-        self, *names: str, ascii_only: bool = False
+        self,
+        *names: str,
+        ascii_only: bool = False,
+        plain: bool = False,
+        extra: Mapping[str, str] | None = None,
     ) -> regopy.Interpreter:
         it = regopy.Interpreter()
         it.strict_built_in_errors = self.strict_builtin_errors
@@ -234,6 +350,12 @@ class RegoPolicy:
             text = self.modules[name]
             if ascii_only and name == CASEFOLD:
                 text = ASCII_CASEFOLD
+            elif plain and name == COMPARE:
+                text = PLAIN_COMPARE
+            elif plain and ascii_only and name == ROLES:
+                text = ASCII_ROLES
+            it.add_module(name, text)
+        for name, text in (extra or {}).items():
             it.add_module(name, text)
         return it
 
@@ -263,36 +385,72 @@ class RegoPolicy:
         if paths:
             self._compile(list(self.modules), paths, 'the policy')
 
-    def bundle(self, rule: str, ascii_only: bool = False) -> Any:
+    def bundle(
+        self,
+        rule: str,
+        ascii_only: bool = False,
+        fast: bool = False,
+        plain: bool = False,
+    ) -> Any:
         """The compiled bundle deciding rule (built once).
 
-        :param ascii_only: the bundle for inputs whose strings are all
-            ASCII, where it exists (else the full one).
+        :param ascii_only: for an input whose strings are all ASCII: the
+            bundle where ``py_lower`` is ``lower()``, if the rule allows.
+        :param fast: for a tidy input: the fast bundle (entrypoints
+            ``_fast_decision`` and ``_fast``), if the rule has one.
+        :param plain: with fast and ascii_only, for an input where
+            ``str_eq`` is ``==`` (see compare.rego): the fast bundle with
+            both substitutions.
         :raises KeyError: rule is not in the manifest.
         :raises PolicyLoadError: the modules do not compile.
         """
-        key = (rule, ascii_only and self._ascii_ok[rule])
+        ascii_only = ascii_only and self._ascii_ok[rule]
+        fast = fast and self._fast_library[rule] is not None
+        # One fast variant per kind of input: simple (ASCII and plain:
+        # both substitutions), or not (neither).
+        key = (rule, fast, ascii_only and (plain or not fast))
         bundle = self._bundles.get(key)
         if bundle is not None:
             return bundle
         with self._build_lock:
             bundle = self._bundles.get(key)
             if bundle is None:
-                bundle = self._bundles[key] = self._build(*key)
+                build = self._build_fast if fast else self._build
+                bundle = self._bundles[key] = build(rule, key[2])
         return bundle
 
     def _build(self, rule: str, ascii_only: bool) -> Any:
         entry = self.manifest.rules[rule]
-        names = self._shared + [
-            self.manifest.rules[r].module for r in self.manifest.closure(rule)
-        ]
-        entrypoints = [
-            entry.path,
-            _state_path(entry.path),
-            _fast_path(entry.path),
-        ]
+        names = list(self._shared)
+        for r in self.manifest.closure(rule):
+            dep = self.manifest.rules[r]
+            names.append(dep.module)
+            if dep.fast_module in self.modules:
+                names.append(dep.fast_module)
+        entrypoints = [entry.path, _state_path(entry.path)]
         return self._compile(
             names, entrypoints, f'rule {rule!r}', ascii_only=ascii_only
+        )
+
+    def _build_fast(self, rule: str, simple: bool) -> Any:
+        names = list(self._fast_library[rule] or ())
+        stubs = {}
+        for i, r in enumerate(self.manifest.closure(rule)):
+            names.append(self.manifest.rules[r].fast_module)
+            if r != rule:
+                # Exact here: on a tidy input with no _special, no
+                # maybe_error holds, and allow is _fast.
+                stubs[f'allow stub {i}'] = (
+                    f'package {self._package(r)}\n\nallow if _fast\n'
+                )
+        path = self.manifest.rules[rule].path
+        return self._compile(
+            names,
+            [_decision_path(path), _fast_path(path)],
+            f'rule {rule!r} (fast path)',
+            ascii_only=simple,
+            plain=simple,
+            extra=stubs,
         )
 
     # --- inputs ------------------------------------------------------------
@@ -331,21 +489,23 @@ class RegoPolicy:
 
     # --- deciding ----------------------------------------------------------
 
-    def _query(self, rule: str, path: str, input_doc: Mapping[str, Any]):
-        bundle = self.bundle(rule, ascii_only=_all_ascii(input_doc))
+    def _query(
+        self,
+        rule: str,
+        path: str,
+        input_doc: Mapping[str, Any],
+        fast: bool = False,
+    ) -> tuple[bool, str]:
+        ascii_only, plain = _shape(input_doc)
+        bundle = self.bundle(rule, ascii_only, fast, plain)
         with self._pool_lock:
             it = self._pool.pop() if self._pool else None
         if it is None:
             it = regopy.Interpreter()
             it.strict_built_in_errors = self.strict_builtin_errors
         try:
-            it.set_input(regopy.Input(input_doc))
-            out = it.query_bundle_entrypoint(bundle, path)
-            return out.ok(), str(out)
-        except ValueError:
-            # regopy's Output parses the engine's text eagerly and raises
-            # (JSONDecodeError) on some error results: no decision.
-            return False, '<error>'
+            it.set_input(regofast.make_input(input_doc))
+            return regofast.query(it, bundle, path)
         finally:
             with self._pool_lock:
                 self._pool.append(it)
@@ -359,10 +519,26 @@ class RegoPolicy:
             ``allow`` is undefined or not a boolean.
         """
         path = self.manifest.rules[rule].path
-        if self._fast_ok[rule] and _tidy(input_doc):
-            # No check can raise on this input: the boolean fast path is
-            # the decision, without evaluating maybe_error in Rego.
-            path = _fast_path(path)
+        if self._fast_library[rule] is not None and _tidy(input_doc):
+            # lib.tidy holds (decided here, once, not in Rego per rule):
+            # the fast bundle decides, unless some check could still
+            # raise ("maybe"), when allow does.
+            entry = _fast_path if self._direct[rule] else _decision_path
+            # A fast path reads only these (every value costs regopy
+            # time to convert).
+            doc = {
+                'credentials': input_doc['credentials'],
+                'target': input_doc['target'],
+            }
+            ok, text = self._query(rule, entry(path), doc, fast=True)
+            if ok and text == _TRUE:
+                return True
+            if ok and text == _FALSE:
+                return False
+            if not (ok and text == _MAYBE):
+                raise EvaluationError(
+                    f'rule {rule!r}: the fast path gave no decision'
+                )
         ok, text = self._query(rule, path, input_doc)
         if ok and text == _TRUE:
             return True

@@ -67,11 +67,17 @@ class RegoPolicy(fixtures.Fixture):
         input.credentials.user_id == "u1"``); the package line is kept.
         The rule is then hand-edited: it receives the whole input.
         """
-        path = os.path.join(self.path, self.manifest.rules[rule].module)
+        entry = self.manifest.rules[rule]
+        path = os.path.join(self.path, entry.module)
         with open(path, encoding='utf-8') as f:
             package = next(line for line in f if line.startswith('package '))
         with open(path, 'w', encoding='utf-8') as f:
             f.write(f'{package.strip()}\n\n{body}\n')
+        if entry.fast_module:
+            # body is all of the rule's Rego: its fast path goes too.
+            fast = os.path.join(self.path, entry.fast_module)
+            if os.path.exists(fast):
+                os.unlink(fast)
 
     def set_data(self, doc: Mapping[str, Any]) -> None:
         """Replace the ``data`` document (picked up on the next decision)."""

@@ -29,6 +29,9 @@ class RuleEntry:
     ascii_lowering: bool
     fast_entry: bool
     scope_types: tuple[str, ...] | None
+    package: str | None = None
+    fast_module: str | None = None
+    fast_sha256: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +101,9 @@ def load(directory: str) -> Manifest:
                 ascii_lowering=bool(entry.get('ascii_lowering', False)),
                 fast_entry=bool(entry.get('fast_entry', False)),
                 scope_types=_opt_tuple(entry.get('scope_types')),
+                package=entry.get('package'),
+                fast_module=entry.get('fast_module'),
+                fast_sha256=entry.get('fast_sha256'),
             )
         for entry in rules.values():
             for dep in entry.deps:

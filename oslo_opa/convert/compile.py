@@ -38,7 +38,10 @@ class CompiledRule:
 
     :ivar name: the oslo.policy rule name.
     :ivar package: its Rego package (``keystone.identity_get_project``).
-    :ivar module: the Rego module text.
+    :ivar module: the Rego module text: ``allow``, ``maybe_error`` and
+        the three-valued ``state``.
+    :ivar fast_module: the same package's boolean fast path (``_fast``),
+        written to a file of its own.
     :ivar check_str: the effective check string, as oslo.policy prints it.
     :ivar deps: rules whose packages this module reads.
     :ivar target_keys: target keys its ``%(...)s`` substitutions read.
@@ -52,6 +55,7 @@ class CompiledRule:
     name: str
     package: str
     module: str
+    fast_module: str
     check_str: str
     deps: list[str]
     target_keys: list[str]
@@ -328,21 +332,20 @@ class _TableCompiler:
             self.packages.__getitem__,
             cyclic=name in self.components,
         )
-        fast = fastpath.rules(check)
+        maybe, fast = fastpath.rules(check)
         package = self.packages[name]
-        lines = [
+        header = [
             f'# Converted by oslo.opa from the oslo.policy rule '
             f'{comment(name)}',
             f'# check string: {comment(_check_str(check))}',
-            f'package {package}',
-            '',
         ]
-        text = '\n'.join(fast) + state
-        if 'lib.' in text:
+        lines = [*header, f'package {package}', '']
+        if 'lib.' in '\n'.join(maybe) + state:
             lines += ['import data.oslo_opa.lib', '']
         lines += [
-            '# The decision: the boolean fast path when no check can',
-            '# raise on this input, else the three-valued state.',
+            '# The decision: the boolean fast path (_fast, in the',
+            '# .fast.rego file of this package) when no check can raise',
+            '# on this input, else the three-valued state.',
             'default allow := false',
             '',
             'allow if {',
@@ -364,17 +367,28 @@ class _TableCompiler:
             '}',
             '',
         ]
-        for rule in fast:
+        for rule in maybe:
             lines += [rule, '']
         lines += [
             '# "t", "f" or "e": the check string passes, fails, or raises.',
             f'state := {state}',
             '',
         ]
+        fast_lines = [
+            *header,
+            '# The boolean fast path: exact whenever maybe_error is false.',
+            f'package {package}',
+            '',
+        ]
+        if 'lib.' in '\n'.join(fast):
+            fast_lines += ['import data.oslo_opa.lib', '']
+        for rule in fast:
+            fast_lines += [rule, '']
         return CompiledRule(
             name=name,
             package=package,
             module='\n'.join(lines),
+            fast_module='\n'.join(fast_lines),
             check_str=_check_str(check),
             deps=rc.deps,
             target_keys=rc.target_keys,

@@ -9,6 +9,7 @@ Layout::
     DIR/policy.yaml                delegation file: every rule -> opa:<name>
     DIR/oslo_opa/*.rego            the helper library
     DIR/<prefix path>/<slug>.rego  one module per rule
+    DIR/<prefix path>/<slug>.fast.rego  its boolean fast path
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def module_path(package: str) -> str:
     return package.replace('.', '/') + '.rego'
 
 
+def fast_module_path(package: str) -> str:
+    """The file a package's fast path is written to, relative to DIR.
+
+    No slug holds a dot, so it never clashes with a rule's module.
+    """
+    return package.replace('.', '/') + '.fast.rego'
+
+
 def module_digest(text: str) -> str:
     """The digest the manifest records, to tell hand-edited modules."""
     return hashlib.sha256(text.encode('utf-8')).hexdigest()
@@ -69,6 +78,8 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
             'package': rule.package,
             'module': module_path(rule.package),
             'sha256': module_digest(rule.module),
+            'fast_module': fast_module_path(rule.package),
+            'fast_sha256': module_digest(rule.fast_module),
             'check_str': rule.check_str,
             'match': naming.encode_match(name),
             'deps': rule.deps,
@@ -106,6 +117,7 @@ def render(conv: Conversion, scope_types: dict[str, Any]) -> dict[str, str]:
     files = dict(library_files())
     for rule in conv.rules.values():
         files[module_path(rule.package)] = rule.module
+        files[fast_module_path(rule.package)] = rule.fast_module
     files[MANIFEST] = (
         json.dumps(manifest(conv, scope_types), indent=2, ensure_ascii=False)
         + '\n'

@@ -1151,6 +1151,7 @@ def test_hostile_names_and_check_strings(table, data):
             )
         for rule in h.conversion.rules.values():
             assert_no_raw_text(rule.module, rule.package)
+            assert_no_raw_text(rule.fast_module, rule.package)
         mismatches = []
         for _ in range(INPUTS_PER_TABLE // 2):
             creds, target = _hostile_case(data.draw, h.table)
@@ -1193,6 +1194,7 @@ def test_injection_attempts_compile_and_decide_like_oslo_policy():
     with harness(INJECTIONS, 'default') as h:
         for rule in h.conversion.rules.values():
             assert_no_raw_text(rule.module, rule.package)
+            assert_no_raw_text(rule.fast_module, rule.package)
         roles, kinds, keys = _vocabulary(h.table)
         everything = {'roles': roles}
         for kind in kinds:

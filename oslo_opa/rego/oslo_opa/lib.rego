@@ -38,29 +38,6 @@ all_of(states) := s if {
 # negate(state): oslo.policy's NotCheck; an error stays an error.
 negate(state) := {"t": "f", "f": "t", "e": "e"}[state]
 
-# has(obj, key): obj is an object holding key (its value may be false or
-# null).
-has(obj, key) if {
-	is_object(obj)
-	type_name(obj[key])
-}
-
-# py_str(v): Python's str(v) for the JSON values whose str() is known
-# here.  Floats arrive as their str() already (see oslo_opa.inputs);
-# other numbers, arrays and objects have no result.
-py_str(v) := v if is_string(v)
-
-py_str(v) := "True" if v == true
-
-py_str(v) := "False" if v == false
-
-py_str(v) := "None" if is_null(v)
-
-py_str(v) := format_int(v, 10) if {
-	is_number(v)
-	v == floor(v)
-}
-
 # py_eq(m, v): Python's ``m == str(v)``.  str() of a list or a dict starts
 # with "[" or "{", so any other m is simply unequal to it; comparing such
 # an m with a container's repr is not supported and denies.
@@ -104,8 +81,6 @@ subst(parts) := ["f"] if {
 	text := concat("", [x | some p in ps; x := _part_str(p)])
 }
 
-_printable(v) if is_string(py_str(v))
-
 _container(v) if is_array(v)
 
 _container(v) if is_object(v)
@@ -119,10 +94,6 @@ _bracketed(x) if {
 }
 
 _bracketed(x) if _container(x)
-
-_part_str(p) := p if is_string(p)
-
-_part_str(p) := py_str(input.target[p.key]) if is_object(p)
 
 # --- role:<match> ---------------------------------------------------------
 
@@ -362,26 +333,3 @@ _odd_target if {
 	not is_string(v)
 	not _printable(v)
 }
-
-# roles_list_lower: the lower-cased roles, when they are a list.
-roles_list_lower contains py_lower(r) if {
-	some r in input.credentials.roles
-}
-
-# subst_text(parts): the substituted text; undefined when a key is
-# missing (oslo.policy's KeyError: the check is False).
-subst_text(parts) := text if {
-	ps := parts
-	every p in ps {
-		_part_present(p)
-	}
-	text := concat("", [x | some p in ps; x := _part_str(p)])
-}
-
-_part_present(p) if is_string(p)
-
-_part_present(p) if has(input.target, p.key)
-
-# cred_eq(key, m): _find_in_dict(creds, [key], m), when it cannot raise
-# and creds[key] is no container.
-cred_eq(key, m) if py_str(input.credentials[key]) == m

@@ -1,0 +1,36 @@
+# %(key)s substitution into a match, and a credential compared with it.
+#
+# Shared by the boolean fast path (``_fast``, in ``<rule>.fast.rego``)
+# and the three-valued ``state`` (with lib.rego).  The embedded driver
+# compiles a rule's fast path with only the library files it calls: a
+# query costs time in proportion to all the Rego compiled with it.
+package oslo_opa.lib
+
+# has(obj, key): obj is an object holding key (its value may be false or
+# null).
+has(obj, key) if {
+	is_object(obj)
+	type_name(obj[key])
+}
+
+_part_str(p) := p if is_string(p)
+
+_part_str(p) := py_str(input.target[p.key]) if is_object(p)
+
+# subst_text(parts): the substituted text; undefined when a key is
+# missing (oslo.policy's KeyError: the check is False).
+subst_text(parts) := text if {
+	ps := parts
+	every p in ps {
+		_part_present(p)
+	}
+	text := concat("", [x | some p in ps; x := _part_str(p)])
+}
+
+_part_present(p) if is_string(p)
+
+_part_present(p) if has(input.target, p.key)
+
+# cred_eq(key, m): _find_in_dict(creds, [key], m), when it cannot raise
+# and creds[key] is no container.
+cred_eq(key, m) if py_str(input.credentials[key]) == m
