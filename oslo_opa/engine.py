@@ -77,6 +77,10 @@ FAST_LIBRARY: dict[str, tuple[str, ...]] = {
     'subst_text': (_SUBST, _PYSTR),
     'cred_eq': (_SUBST, _PYSTR),
 }
+# The package a fast bundle holds its rule's fast path under, so that
+# rules whose fast paths read the same share the bundle.
+_SHARED_PACKAGE = 'oslo_opa.shared_fast_path'
+_SHARED_ALLOW = _SHARED_PACKAGE.replace('.', '/') + '/allow'
 _LIB_CALL = re.compile(r'\blib\.([A-Za-z_][A-Za-z0-9_]*)')
 PLAIN_COMPARE = """package oslo_opa.lib
 
@@ -270,14 +274,30 @@ class RegoPolicy:
             )
             for name in self.manifest.rules
         }
-        # The library files each rule's fast path needs, if it has one.
+        # The library files each rule's fast path needs, if it has one,
+        # and what tells its fast bundle from another rule's.
         self._fast_library: dict[str, list[str] | None] = {}
+        self._fast_digest: dict[str, str] = {}
+        clash = any(
+            self._package(r) == _SHARED_PACKAGE for r in self.manifest.rules
+        )
         for name in self.manifest.rules:
-            self._fast_library[name] = self._library_for(name)
-        # Rules whose fast path can never say "maybe": query _fast.
+            library = None if clash else self._library_for(name)
+            self._fast_library[name] = library
+            if library is not None:
+                others = [r for r in self.manifest.closure(name) if r != name]
+                what = [self._shared_text(name), *library, '', *sorted(others)]
+                self._fast_digest[name] = hashlib.sha256(
+                    '\0'.join(what).encode('utf-8')
+                ).hexdigest()
+        # Rules whose fast path can never say "maybe" (as the converter
+        # writes it when nothing but lib.tidy can make a check raise, in
+        # the rule or a rule it reads): query _fast.
         self._direct = {
-            name: all(
-                self.manifest.rules[r].fast_entry
+            name: self._fast_library[name] is not None
+            and all(
+                '\n_special := false\n'
+                in self.modules[self.manifest.rules[r].fast_module]
                 for r in self.manifest.closure(name)
             )
             for name in self.manifest.rules
@@ -407,8 +427,13 @@ class RegoPolicy:
         ascii_only = ascii_only and self._ascii_ok[rule]
         fast = fast and self._fast_library[rule] is not None
         # One fast variant per kind of input: simple (ASCII and plain:
-        # both substitutions), or not (neither).
-        key = (rule, fast, ascii_only and (plain or not fast))
+        # both substitutions), or not (neither).  Rules whose fast paths
+        # read the same (most share a check string) share its bundles.
+        key = (
+            self._fast_digest[rule] if fast else rule,
+            fast,
+            ascii_only and (plain or not fast),
+        )
         bundle = self._bundles.get(key)
         if bundle is not None:
             return bundle
@@ -434,24 +459,36 @@ class RegoPolicy:
 
     def _build_fast(self, rule: str, simple: bool) -> Any:
         names = list(self._fast_library[rule] or ())
-        stubs = {}
+        # The rule's own fast path goes in under the shared package.
+        extra = {'fast path': self._shared_text(rule)}
         for i, r in enumerate(self.manifest.closure(rule)):
+            if r == rule:
+                continue
             names.append(self.manifest.rules[r].fast_module)
-            if r != rule:
-                # Exact here: on a tidy input with no _special, no
-                # maybe_error holds, and allow is _fast.
-                stubs[f'allow stub {i}'] = (
-                    f'package {self._package(r)}\n\nallow if _fast\n'
-                )
-        path = self.manifest.rules[rule].path
+            # Exact here: on a tidy input with no _special, no
+            # maybe_error holds, and allow is _fast.
+            extra[f'allow stub {i}'] = (
+                f'package {self._package(r)}\n\nallow if _fast\n'
+            )
         return self._compile(
             names,
-            [_decision_path(path), _fast_path(path)],
+            [_decision_path(_SHARED_ALLOW), _fast_path(_SHARED_ALLOW)],
             f'rule {rule!r} (fast path)',
             ascii_only=simple,
             plain=simple,
-            extra=stubs,
+            extra=extra,
         )
+
+    def _shared_text(self, rule: str) -> str:
+        """rule's fast path, comments out and under the shared package."""
+        text = self.modules[self.manifest.rules[rule].fast_module]
+        package = f'package {self._package(rule)}'
+        lines = [
+            f'package {_SHARED_PACKAGE}' if line == package else line
+            for line in text.splitlines()
+            if not line.startswith('#')
+        ]
+        return '\n'.join(lines) + '\n'
 
     # --- inputs ------------------------------------------------------------
 
@@ -530,7 +567,7 @@ class RegoPolicy:
                 'credentials': input_doc['credentials'],
                 'target': input_doc['target'],
             }
-            ok, text = self._query(rule, entry(path), doc, fast=True)
+            ok, text = self._query(rule, entry(_SHARED_ALLOW), doc, fast=True)
             if ok and text == _TRUE:
                 return True
             if ok and text == _FALSE:

@@ -484,17 +484,17 @@ def test_reload_race_cannot_cache_an_old_decision(tmp_path):
     """
     out, src = convert_rules(tmp_path, SMALL)
     d = decider.load(out, reload_interval=0, cache_size=1024, cache_ttl=3600)
-    evaluate = d.driver.decide_many
+    evaluate = d.driver.decide
     evaluated, resume = threading.Event(), threading.Event()
 
-    def paused_decide_many(items):
-        result = evaluate(items)
+    def paused_decide(rule, doc):
+        result = evaluate(rule, doc)
         if threading.current_thread().name == 'Y':
             evaluated.set()
             resume.wait(10)
         return result
 
-    d.driver.decide_many = paused_decide_many
+    d.driver.decide = paused_decide
     as_ax = {'roles': ['a', 'x']}
     seen = []
     y = threading.Thread(
