@@ -87,3 +87,23 @@ def test_corpus_rules_get_a_fast_bundle(tmp_path, service):
     doc = {'credentials': {'roles': ['admin']}, 'target': {}, 'rule': rule}
     policy.evaluate(rule, doc)
     assert any(key[1] for key in policy._bundles), policy._bundles.keys()
+
+
+def test_a_read_rule_keeps_its_strings_in_the_fast_bundle(tmp_path):
+    """The fast bundle renames a read rule's _fast to allow, not a role
+    that happens to be called _fast."""
+    src = tmp_path / 'policy.yaml'
+    src.write_text('a: "role:_fast or role:allow_x"\nb: "rule:a"\n')
+    out = str(tmp_path / 'out')
+    convert(out, policy_files=[str(src)], package_prefix='p')
+    policy = engine.RegoPolicy(out)
+    assert policy._fast_library['b'] is not None
+
+    def decide(roles):
+        doc = {'credentials': {'roles': roles}, 'target': {}, 'rule': 'b'}
+        return policy.evaluate('b', doc)
+
+    assert decide(['_FAST']) is True
+    assert decide(['allow']) is False
+    assert decide(['allow_x']) is True
+    assert any(key[1] for key in policy._bundles)
