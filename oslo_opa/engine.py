@@ -84,6 +84,10 @@ _SHARED_ALLOW = _SHARED_PACKAGE.replace('.', '/') + '/allow'
 # A fast path's own reason to say "maybe" (not a rule it reads).
 _OWN_SPECIAL = re.compile(r'^_special (:= true|if (?!data\.))', re.M)
 # The name _fast outside strings and comments.
+# A fast path that is another rule's allow.
+_ALIAS = re.compile(
+    r'default _fast := false\n_fast if data\.([A-Za-z0-9_.]+)\.allow'
+)
 _FAST_RULE = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*|\b_fast\b')
 
 
@@ -313,6 +317,13 @@ class RegoPolicy:
             )
             for name in self.manifest.rules
         }
+        # Rules whose fast path is another rule's allow and nothing else
+        # (rule:admin_required): decided in that rule's fast bundle.
+        self._alias = {
+            name: self._aliased(name)
+            for name in self.manifest.rules
+            if self._fast_library[name] is not None
+        }
         self._bundles: dict[tuple[str, bool, bool], Any] = {}
         self._build_lock = threading.Lock()
         self._pool: list[regopy.Interpreter] = []
@@ -357,6 +368,29 @@ class RegoPolicy:
                     return None
                 files += [f for f in needed if f not in files]
         return files
+
+    def _aliased(self, rule: str) -> str:
+        """The rule whose fast bundle decides rule's fast path."""
+        seen = {rule}
+        while True:
+            text = self.modules[self.manifest.rules[rule].fast_module]
+            code = [
+                line
+                for line in text.splitlines()
+                if line.startswith(('_fast ', 'default _fast ', '_b'))
+            ]
+            found = _ALIAS.fullmatch('\n'.join(code))
+            if found is None or _OWN_SPECIAL.search(text):
+                return rule
+            read = [
+                r
+                for r in self.manifest.rules[rule].deps
+                if self._package(r) == found.group(1)
+            ]
+            if len(read) != 1 or read[0] in seen:
+                return rule
+            rule = read[0]
+            seen.add(rule)
 
     def _package(self, rule: str) -> str:
         entry = self.manifest.rules[rule]
@@ -570,14 +604,17 @@ class RegoPolicy:
             # lib.tidy holds (decided here, once, not in Rego per rule):
             # the fast bundle decides, unless some check could still
             # raise ("maybe"), when allow does.
-            entry = _fast_path if self._direct[rule] else _decision_path
+            fast_rule = self._alias[rule]
+            entry = _fast_path if self._direct[fast_rule] else _decision_path
             # A fast path reads only these (every value costs regopy
             # time to convert).
             doc = {
                 'credentials': input_doc['credentials'],
                 'target': input_doc['target'],
             }
-            ok, text = self._query(rule, entry(_SHARED_ALLOW), doc, fast=True)
+            ok, text = self._query(
+                fast_rule, entry(_SHARED_ALLOW), doc, fast=True
+            )
             if ok and text == _TRUE:
                 return True
             if ok and text == _FALSE:
