@@ -105,7 +105,7 @@ class FastPath:
             *special,
             'default _fast_decision := false',
             '_fast_decision := "maybe" if _special',
-            '_fast_decision := true if {\n\tnot _special\n\t_fast\n}',
+            '_fast_decision if {\n\tnot _special\n\t_fast\n}',
         ]
 
     def rules(self, check: _checks.BaseCheck) -> tuple[list[str], list[str]]:
