@@ -5,8 +5,8 @@ Packages
     with every character outside ``[A-Za-z0-9_]`` replaced by ``_``
     (``identity:get_project`` -> ``identity_get_project``), prefixed with
     ``r_`` when it would start with a digit or be empty (``r`` when it
-    would start with ``_``), and suffixed with
-    ``_`` when it is a Rego keyword.  When two rule names of one
+    would start with ``_``), and suffixed with ``_`` when it is a Rego
+    keyword or ends with ``_test`` (the name of a test module).  When two rule names of one
     conversion give the same slug, each of them gets ``_`` and the first
     8 hex digits of the SHA-256 of its name appended.  The mapping is
     deterministic for a given set of names; ``manifest.json`` maps every
@@ -69,7 +69,9 @@ def slug(name: str) -> str:
     # (regopy also rejects a package part that starts with '_').
     if not s or s[0].isdigit() or s[0] == '_':
         s = 'r' + s if s.startswith('_') else 'r_' + s
-    if s in KEYWORDS:
+    # A module named <x>_test.rego is a test module to every Rego tool
+    # (and to the engine, which skips it).
+    if s in KEYWORDS or s.endswith('_test'):
         s += '_'
     return s
 

@@ -107,3 +107,14 @@ def test_a_read_rule_keeps_its_strings_in_the_fast_bundle(tmp_path):
     assert decide(['allow']) is False
     assert decide(['allow_x']) is True
     assert any(key[1] for key in policy._bundles)
+
+
+def test_a_rule_named_like_a_test_module_loads(tmp_path):
+    """a:test's module is not <x>_test.rego, which tools skip as tests."""
+    src = tmp_path / 'policy.yaml'
+    src.write_text('"a:test": "role:a"\n')
+    out = str(tmp_path / 'out')
+    convert(out, policy_files=[str(src)], package_prefix='p')
+    policy = engine.RegoPolicy(out)
+    doc = {'credentials': {'roles': ['A']}, 'target': {}, 'rule': 'a:test'}
+    assert policy.evaluate('a:test', doc) is True

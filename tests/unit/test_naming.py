@@ -44,6 +44,7 @@ AWKWARD = [
     'and',
     '1starts_with_digit',
     '',
+    'volume:test',
 ]
 
 
@@ -57,6 +58,9 @@ AWKWARD = [
         ('', 'r_'),
         ('*', 'r_'),
         ('_x', 'r_x'),
+        ('a:test', 'a_test_'),
+        ('a_test', 'a_test_'),
+        ('test', 'test'),
     ],
 )
 def test_slug(name, expected):
@@ -71,6 +75,7 @@ def test_packages_are_identifiers_unique_and_deterministic():
         assert prefix == 'svc'
         assert IDENT.match(last), package
         assert last not in naming.KEYWORDS
+        assert not last.endswith('_test')
     assert naming.packages(list(reversed(AWKWARD)), 'svc') == pkgs
 
 
