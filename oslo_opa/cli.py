@@ -5,7 +5,9 @@ denied request under ``--fail-on-deny``, ``convert --strict`` with
 warnings, ``push`` refused by OPA or unable to reach it, ``status``
 finding OPA unhealthy, unreachable or missing a rule); 2 bad usage or bad
 input (unknown option, unreadable or malformed file, a rule that cannot be
-converted, a converted directory that does not compile).
+converted, a converted directory that does not compile).  ``test``
+follows ``opa test``: 0 every test passed, 2 one did not, 1 the tests
+cannot run.
 """
 
 from __future__ import annotations
@@ -170,6 +172,82 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.differences else EXIT_OK
 
 
+def _test(args: argparse.Namespace) -> int:
+    from oslo_opa import regotest
+
+    try:
+        results = regotest.run(args.paths, run=args.run, timeout=args.timeout)
+    except regotest.RegoTestError as e:
+        # opa test's status when the tests cannot run at all.
+        print(f'oslo-opa: error: {e}', file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == 'json':
+        sys.stdout.write(regotest.render_json(results))
+    else:
+        sys.stdout.write(regotest.render_text(results, args.verbose))
+    if args.fail_on_empty and not results:
+        print('oslo-opa: error: no tests were run', file=sys.stderr)
+        return EXIT_FAILED
+    return regotest.exit_code(results, args.exit_zero_on_skipped)
+
+
+def _add_test_command(sub: Any) -> None:
+    """The test subcommand: opa test, on the embedded engine."""
+    tst = sub.add_parser(
+        'test',
+        help='run Rego test_ rules with the embedded engine (no OPA)',
+        description=(
+            'Run the test_ rules of the .rego files under the paths with '
+            'the embedded engine, as opa test does: JSON and YAML files '
+            'are data, todo_test_ rules are skipped.  Exit 0 when every '
+            'test passes, 2 when one fails, errs or is skipped, 1 when '
+            'the tests cannot run (no such path, Rego that does not '
+            'compile).'
+        ),
+    )
+    tst.add_argument(
+        'paths', nargs='*', metavar='PATH', help='file or directory'
+    )
+    tst.add_argument(
+        '--verbose',
+        '-v',
+        action='store_true',
+        help='report every test (PASS too)',
+    )
+    tst.add_argument(
+        '--format',
+        '-f',
+        choices=['text', 'pretty', 'json'],
+        default='text',
+        help='text (opa test\'s "pretty") or json',
+    )
+    tst.add_argument(
+        '--run',
+        '-r',
+        metavar='REGEX',
+        help='run only the tests whose full name (data.pkg.test_x) matches',
+    )
+    tst.add_argument(
+        '--timeout',
+        type=float,
+        default=30.0,
+        metavar='SECONDS',
+        help='time one test may take (default: %(default)s)',
+    )
+    tst.add_argument(
+        '--exit-zero-on-skipped',
+        '-z',
+        action='store_true',
+        help='skipped tests do not make the exit status 2',
+    )
+    tst.add_argument(
+        '--fail-on-empty',
+        action='store_true',
+        help='exit 1 when no test was run',
+    )
+    tst.set_defaults(func=_test)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``oslo-opa`` argument parser."""
     parser = _Parser(
@@ -254,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument('--seed', default='0', help='input generator seed')
     ver.add_argument('--format', choices=['text', 'json'], default='text')
     ver.set_defaults(func=_verify)
+    _add_test_command(sub)
     _add_opa_commands(sub)
     return parser
 

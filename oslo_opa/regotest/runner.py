@@ -1,0 +1,496 @@
+"""Running the tests in workers and turning replies into results.
+
+A test passes when it is defined and exactly ``true`` (any other value
+fails, an evaluation error is an error); a test object passes when each
+of its cases is ``true``.  A test that kills the worker is an error
+naming the signal, a test running past ``timeout`` is an error, and the
+worker is restarted for the next tests.  When compiling a batch of tests
+crashes regopy, they are compiled in halves, and so on, so that only the
+tests regopy cannot compile are errors.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import threading
+import time
+from typing import Any
+
+from oslo_opa.regotest.errors import RegoTestError
+from oslo_opa.regotest.lexer import _position
+from oslo_opa.regotest.loader import _load
+from oslo_opa.regotest.modules import _check_conflicts, _Module, _Step, _Test
+from oslo_opa.regotest.results import TestResult
+from oslo_opa.regotest.split import _name_tests, _split_tests
+from oslo_opa.regotest.worker import _Died, _Worker
+
+# Compiling every module at once may take a while on a big directory.
+MIN_COMPILE_TIMEOUT = 120.0
+# Modules compiled together, at most, when tests are run in batches.
+BATCH_MODULES = 60
+# Workers evaluating batches side by side.
+WORKERS = min(os.cpu_count() or 1, 4)
+
+_ERROR_AT = re.compile(r'\(error(?![a-z])(?: ([0-9]+):)?')
+_ERROR_MSG = re.compile(r'\(errormsg ([0-9]+):')
+_ERROR_POS = re.compile(r'\|([0-9]+)\|')
+
+
+def _messages(raw: str, texts: dict[str, str]) -> list[str]:
+    """regopy's errors (s-expressions) as ``file:row:col: message``."""
+    found = list(_ERROR_AT.finditer(raw))
+    out = []
+    for n, m in enumerate(found):
+        stop = found[n + 1].start() if n + 1 < len(found) else len(raw)
+        msg = _ERROR_MSG.search(raw, m.end(), stop)
+        if msg is None:
+            continue
+        size = int(msg.group(1))
+        text = raw[msg.end() : msg.end() + size]
+        if raw[msg.end() + size : msg.end() + size + 1] != ')':
+            text = raw[msg.end() : raw.find(')', msg.end())]
+        where = ''
+        if m.group(1):
+            name = raw[m.end() : m.end() + int(m.group(1))]
+            pos = _ERROR_POS.match(raw, m.end() + len(name))
+            if name in texts and pos:
+                source = texts[name].encode('utf-8')[: int(pos.group(1))]
+                offset = len(source.decode('utf-8', 'ignore'))
+                row, col = _position(texts[name], offset)
+                where = f'{name}:{row}:{col}: '
+            else:
+                where = f'{name}: '
+        out.append(where + text)
+    if not out and raw.strip():
+        out.append(raw.strip()[:500])
+    return out
+
+
+def _sub_results(value: Any) -> tuple[bool, dict[str, Any]]:
+    """(failed, sub_results) of a test object, as OPA judges it: every
+    leaf must be true."""
+    if not isinstance(value, dict):
+        return True, {}
+    failed = False
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        sub: dict[str, Any] = {'name': key}
+        if isinstance(item, dict):
+            fail, subs = _sub_results(item)
+            if subs:
+                sub['sub_results'] = subs
+        else:
+            fail = item is not True
+        if fail:
+            sub['fail'] = True
+            failed = True
+        out[key] = sub
+    return failed, out
+
+
+class _Runner:
+    """Compile the modules in a worker and evaluate tests there.
+
+    regopy's query cost grows with the size of the bundle (a few ms per
+    query on a whole converted directory, a tenth of a ms on the modules
+    a rule reads), so tests are compiled in batches of test modules with
+    only the modules they read (batches run side by side, one worker
+    each); the modules no test reads are compiled too, so that what does
+    not compile stops the run, as in opa test.
+    """
+
+    def __init__(
+        self, modules: list[_Module], data: dict[str, Any], timeout: float
+    ) -> None:
+        self.modules = modules
+        self.data = data
+        self.timeout = timeout
+        self.compile_timeout = max(MIN_COMPILE_TIMEOUT, timeout)
+        self.worker = _Worker()
+        self.owner = {id(t): m for m in modules for t in m.tests}
+        self._closures: dict[int, set[int]] = {}
+        # Modules by package, and by every prefix of their package.
+        self._at: dict[tuple[str, ...], list[_Module]] = {}
+        self._under: dict[tuple[str, ...], list[_Module]] = {}
+
+    def close(self) -> None:
+        self.worker.stop()
+
+    def _result(self, test: _Test, **kw: Any) -> TestResult:
+        module = self.owner[id(test)]
+        return TestResult(
+            package=module.package_name,
+            name=test.name,
+            file=module.file,
+            row=test.row,
+            col=test.col,
+            **kw,
+        )
+
+    def _load(
+        self,
+        worker: _Worker,
+        texts: list[tuple[str, str]],
+        tests: list[_Test],
+    ) -> None:
+        """Compile texts with the tests' entrypoints.
+
+        :raises _Died: regopy crashed or ran out of time.
+        :raises RegoTestError: the modules do not compile.
+        """
+        reply = worker.call(
+            {
+                'op': 'load',
+                'modules': texts,
+                'data': self._data(texts),
+                'entries': [
+                    s.entry
+                    for t in tests
+                    for s in (t.steps or [_Step(t.entry, None)])
+                ],
+            },
+            self.compile_timeout,
+        )
+        if not reply.get('ok'):
+            named = dict(texts)
+            msgs = [
+                m
+                for raw in reply.get('errors', [])
+                for m in _messages(raw, named)
+            ]
+            raise RegoTestError('; '.join(msgs) or 'regopy: unknown error')
+
+    def _data(self, texts: list[tuple[str, str]]) -> dict[str, Any]:
+        """The data the modules can read: regopy copies all of it into
+        every bundle (a converted directory's manifest: 170 kB)."""
+        names = {name for name, _ in texts}
+        roots = set()
+        for m in self.modules:
+            if m.file in names:
+                for p in (*m.reads, tuple(m.package)):
+                    if not p:
+                        return self.data
+                    roots.add(p[0])
+        return {k: v for k, v in self.data.items() if k in roots}
+
+    def _evaluate(
+        self,
+        worker: _Worker,
+        texts: list[tuple[str, str]],
+        tests: list[_Test],
+        results: dict[int, TestResult],
+    ) -> None:
+        """Evaluate tests in one compilation of texts, starting the
+        worker again after a test crashes it.
+
+        :raises _Died: compiling crashed (or timed out).
+        :raises RegoTestError: the modules do not compile.
+        """
+        self._load(worker, texts, tests)
+        named = dict(texts)
+        todo = collections.deque(tests)
+        while todo:
+            # Every test in one request; a reply comes as each is done.
+            worker.send(
+                {
+                    'op': 'run',
+                    'tests': [
+                        [
+                            [s.entry, s.input_term]
+                            for s in (t.steps or [_Step(t.entry, None)])
+                        ]
+                        for t in todo
+                    ],
+                }
+            )
+            while todo:
+                test = todo.popleft()
+                t0 = time.monotonic_ns()
+                try:
+                    reply = worker.receive(self.timeout)
+                except _Died as died:
+                    results[id(test)] = self._result(
+                        test,
+                        error=died.message('evaluating it'),
+                        error_code=died.code,
+                        duration_ns=time.monotonic_ns() - t0,
+                    )
+                    if todo:
+                        self._load(worker, texts, list(todo))
+                    break
+                results[id(test)] = self._judge(test, reply, named)
+
+    def _judge(
+        self, test: _Test, reply: dict[str, Any], texts: dict[str, str]
+    ) -> TestResult:
+        ns = int(reply.get('ns') or 0)
+        text = reply.get('text')
+        if not reply.get('ok') or not isinstance(text, str):
+            msgs = [
+                m
+                for raw in reply.get('errors', [])
+                for m in _messages(raw, texts)
+            ]
+            return self._result(
+                test, error='; '.join(msgs) or 'regopy error', duration_ns=ns
+            )
+        if text == 'undefined':
+            return self._result(test, failed=True, duration_ns=ns)
+        try:
+            value = json.loads(text)['expressions'][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            msgs = _messages(text, texts)
+            return self._result(
+                test,
+                error='; '.join(msgs) or f'unreadable result: {text[:200]}',
+                duration_ns=ns,
+            )
+        if test.cases and isinstance(value, dict):
+            failed, subs = _sub_results(value)
+            return self._result(
+                test, failed=failed, sub_results=subs, duration_ns=ns
+            )
+        return self._result(test, failed=value is not True, duration_ns=ns)
+
+    # --- which modules a test needs --------------------------------------
+
+    def _closure(self, root: _Module) -> set[int]:
+        """ids of root and of every module it reads, transitively: those
+        whose package a ``data`` reference (or the package itself) is a
+        prefix of, or that are a prefix of the reference."""
+        if id(root) in self._closures:
+            return self._closures[id(root)]
+        if not self._under:
+            for m in self.modules:
+                pkg = tuple(m.package)
+                self._at.setdefault(pkg, []).append(m)
+                for n in range(len(pkg) + 1):
+                    self._under.setdefault(pkg[:n], []).append(m)
+        seen = {id(root)}
+        stack = [root]
+        while stack:
+            module = stack.pop()
+            for p in [*module.reads, tuple(module.package)]:
+                found = list(self._under.get(p, ()))
+                for n in range(len(p)):
+                    found += self._at.get(p[:n], ())
+                for other in found:
+                    if id(other) not in seen:
+                        seen.add(id(other))
+                        stack.append(other)
+        self._closures[id(root)] = seen
+        return seen
+
+    def _batches(
+        self, tests: list[_Test]
+    ) -> list[tuple[list[_Module], list[_Test]]]:
+        """Tests grouped by module, modules batched while the modules
+        they read stay few."""
+        by_module: dict[int, list[_Test]] = {}
+        for test in tests:
+            by_module.setdefault(id(self.owner[id(test)]), []).append(test)
+        batches = []
+        ids: set[int] = set()
+        group: list[_Test] = []
+        for module in self.modules:
+            if id(module) not in by_module:
+                continue
+            closure = self._closure(module)
+            if group and len(ids | closure) > BATCH_MODULES:
+                batches.append((ids, group))
+                ids, group = set(), []
+            ids = ids | closure
+            group += by_module[id(module)]
+        if group:
+            batches.append((ids, group))
+        return [
+            ([m for m in self.modules if id(m) in ids], group)
+            for ids, group in batches
+        ]
+
+    # --- running ---------------------------------------------------------
+
+    def run(self, tests: list[_Test], results: dict[int, TestResult]) -> None:
+        """Evaluate tests into results.
+
+        :raises RegoTestError: the modules do not compile.
+        """
+        batches = collections.deque(self._batches(tests))
+        # What no test reads is compiled too: opa test refuses a run
+        # where any module does not compile.
+        covered = {id(m) for modules, _ in batches for m in modules}
+        rest = [m for m in self.modules if id(m) not in covered]
+        if rest or not batches:
+            needed = set().union(*(self._closure(m) for m in rest))
+            texts = [
+                (m.file, m.render())
+                for m in self.modules
+                if id(m) in needed or not batches
+            ]
+            try:
+                self._load(self.worker, texts, [])
+            except RegoTestError as e:
+                raise RegoTestError(f'does not compile (regopy): {e}') from e
+            except _Died:
+                pass  # a test regopy cannot compile: found below
+        workers = [self.worker] + [
+            _Worker() for _ in range(min(len(batches), WORKERS) - 1)
+        ]
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def work(worker: _Worker) -> None:
+            try:
+                while not stop.is_set():
+                    try:
+                        batch = batches.popleft()
+                    except IndexError:
+                        return
+                    self._batch(worker, *batch, results)
+            except BaseException as e:  # noqa: BLE001 - raised below
+                errors.append(e)
+                stop.set()
+
+        threads = [
+            threading.Thread(target=work, args=(w,), daemon=True)
+            for w in workers[1:]
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            work(workers[0])
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+            for worker in workers[1:]:
+                worker.stop()
+        if errors:
+            raise errors[0]
+
+    def _batch(
+        self,
+        worker: _Worker,
+        modules: list[_Module],
+        tests: list[_Test],
+        results: dict[int, TestResult],
+    ) -> None:
+        texts = [(m.file, m.render()) for m in modules]
+        try:
+            self._evaluate(worker, texts, tests, results)
+            return
+        except RegoTestError as e:
+            raise RegoTestError(f'does not compile (regopy): {e}') from e
+        except _Died:
+            pass
+        rest = [t for t in tests if id(t) not in results]
+        # Is it the tests, or the modules they read?
+        try:
+            self._load(
+                worker, [(m.file, m.render(set())) for m in modules], []
+            )
+        except (_Died, RegoTestError) as e:
+            why = (
+                e.message('compiling the modules it reads')
+                if isinstance(e, _Died)
+                else f'the modules it reads do not compile: {e}'
+            )
+            for test in rest:
+                results[id(test)] = self._result(test, error=why)
+            return
+        self._bisect(worker, modules, rest, results)
+
+    def _bisect(
+        self,
+        worker: _Worker,
+        modules: list[_Module],
+        tests: list[_Test],
+        results: dict[int, TestResult],
+    ) -> None:
+        """Compile the tests without the others, halving the set until
+        the tests regopy cannot compile are alone."""
+        if not tests:
+            return
+        keep = {id(t) for t in tests}
+        texts = [(m.file, m.render(keep)) for m in modules]
+        try:
+            self._evaluate(worker, texts, tests, results)
+            return
+        except (_Died, RegoTestError) as e:
+            failure = e
+        rest = [t for t in tests if id(t) not in results]
+        if len(rest) == 1 and len(tests) == 1:
+            if isinstance(failure, _Died):
+                results[id(rest[0])] = self._result(
+                    rest[0],
+                    error=failure.message('compiling it'),
+                    error_code=failure.code,
+                )
+            else:
+                results[id(rest[0])] = self._result(
+                    rest[0], error=f'does not compile in regopy: {failure}'
+                )
+        elif len(rest) < len(tests):
+            self._bisect(worker, modules, rest, results)
+        else:
+            half = len(rest) // 2
+            self._bisect(worker, modules, rest[:half], results)
+            self._bisect(worker, modules, rest[half:], results)
+
+
+def run(
+    paths: list[str], run: str | None = None, timeout: float = 30.0
+) -> list[TestResult]:
+    """Run the Rego tests under paths with regopy, as ``opa test`` would.
+
+    :param paths: ``.rego``, JSON and YAML files, or directories searched
+        recursively.
+    :param run: only tests whose full name (``data.pkg.test_x``) this
+        regular expression matches (searched, as opa test ``--run``).
+    :param timeout: seconds one test may run before it is an error.
+    :returns: one result per test, in file and source order.
+    :raises RegoTestError: a path does not exist, a file cannot be read
+        or loaded, the modules do not compile, ``run`` is not a regular
+        expression.
+    """
+    if not paths:
+        raise RegoTestError('specify at least one file or directory')
+    if not timeout > 0:
+        raise RegoTestError(f'timeout must be positive, not {timeout}')
+    try:
+        regex = re.compile(run) if run else None
+    except re.error as e:
+        raise RegoTestError(
+            f'{run!r} is not a valid regular expression: {e}'
+        ) from e
+    modules, data = _load(paths)
+    _check_conflicts(modules, data)
+    _name_tests(modules)
+    _split_tests(modules)
+    runner = _Runner(modules, data, timeout)
+    chosen = [
+        t
+        for m in modules
+        for t in m.tests
+        if regex is None or regex.search(f'{m.package_name}.{t.name}')
+    ]
+    results: dict[int, TestResult] = {}
+    for test in chosen:
+        if test.skip:
+            results[id(test)] = runner._result(test, skipped=True)
+        elif test.function:
+            package = runner.owner[id(test)].package_name
+            results[id(test)] = runner._result(
+                test,
+                error=f'function {package}.{test.name} used as reference, '
+                'not called',
+                error_code='rego_type_error',
+            )
+    try:
+        runner.run([t for t in chosen if id(t) not in results], results)
+    finally:
+        runner.close()
+    return [results[id(t)] for t in chosen]

@@ -1,0 +1,194 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""``oslo-opa test`` (regopy) and ``opa test`` agree, test by test.
+
+Both run on the same paths with ``--format json``; every test must be
+reported by both, at the same place, with the same outcome (pass, fail,
+skip, error) and the same test cases, and both commands must exit with
+the same status.  The paths:
+
+* the helper library and its own tests (oslo_opa/rego/oslo_opa);
+* keystone converted by ``oslo-opa convert``, as it is (manifest.json and
+  policy.yaml are data to both; any ``*_test.rego`` the conversion writes
+  is run), then with tests generated here for every rule;
+* tests/fixtures/regotest/tricky: failing, erring, skipped tests,
+  non-boolean values, ``with data``, data files, duplicate names...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+
+import pytest
+
+from oslo_opa import cli
+from tests import corpus
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+LIBRARY = os.path.join(REPO, 'oslo_opa', 'rego', 'oslo_opa')
+TRICKY = os.path.join(REPO, 'tests', 'fixtures', 'regotest', 'tricky')
+OPA_TIMEOUT = 600
+# Credentials the generated tests try on every rule.
+CREDENTIALS = [
+    {'roles': ['admin'], 'project_id': 'p1', 'user_id': 'u1'},
+    {'roles': ['reader'], 'project_id': 'p1', 'system_scope': 'all'},
+    {'roles': ['Member'], 'project_id': 'p2', 'domain_id': 'd1'},
+    {'roles': ['manager', 'member'], 'user_id': 'u1', 'domain_id': 'd1'},
+    {'roles': [], 'is_admin': True},
+    {'roles': 'admin'},
+]
+
+
+def _normal(record):
+    """A result as both report it: durations and error texts differ."""
+    out = {k: v for k, v in record.items() if k != 'duration'}
+    if 'error' in out:
+        out['error'] = True
+    return out
+
+
+def _opa(opa_bin, paths):
+    proc = subprocess.run(
+        [opa_bin, 'test', '--format', 'json', *paths],
+        capture_output=True,
+        text=True,
+        timeout=OPA_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode in (0, 2), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def _ours(capsys, paths):
+    capsys.readouterr()
+    code = cli.main(['test', '--format', 'json', *paths])
+    out, err = capsys.readouterr()
+    assert code in (0, 2), err
+    return code, json.loads(out)
+
+
+def assert_agree(opa_bin, capsys, paths):
+    """Compare; return the outcomes counted, for the caller to check the
+    comparison was not vacuous."""
+    opa_code, opa = _opa(opa_bin, paths)
+    our_code, ours = _ours(capsys, paths)
+    theirs = {(r['package'], r['name']): _normal(r) for r in opa}
+    mine = {(r['package'], r['name']): _normal(r) for r in ours}
+    assert len(theirs) == len(opa), 'opa reported a test twice'
+    assert len(mine) == len(ours), 'a test is reported twice'
+    differ = [
+        f'{k[0]}.{k[1]}: opa {theirs.get(k)} / oslo-opa {mine.get(k)}'
+        for k in sorted(set(theirs) | set(mine))
+        if theirs.get(k) != mine.get(k)
+    ]
+    assert not differ, '\n'.join(differ)
+    assert our_code == opa_code
+    counts = {'pass': 0, 'fail': 0, 'skip': 0, 'error': 0}
+    for r in theirs.values():
+        outcome = next((k for k in ('fail', 'skip', 'error') if r.get(k)), '')
+        counts[outcome or 'pass'] += 1
+    return counts
+
+
+def test_the_library_suite(opa_bin, capsys):
+    counts = assert_agree(opa_bin, capsys, [LIBRARY])
+    assert counts['pass'] >= 10
+    assert counts['pass'] == sum(counts.values())
+
+
+def test_the_tricky_set(opa_bin, capsys):
+    counts = assert_agree(opa_bin, capsys, [TRICKY])
+    # Each outcome is represented, so none can be mistaken for another.
+    assert counts['pass'] >= 15
+    assert counts['fail'] >= 8
+    assert counts['error'] >= 2
+    assert counts['skip'] == 1
+
+
+@pytest.fixture(scope='module')
+def keystone(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('regotest') / 'keystone')
+    code = cli.main(
+        [
+            'convert',
+            '--policy-file',
+            corpus.policy_file('keystone'),
+            '-o',
+            out,
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_the_converted_directory_as_it_is(opa_bin, capsys, keystone):
+    # manifest.json and policy.yaml load as data in both; the tests the
+    # conversion writes, if it writes any, must agree too.
+    assert_agree(opa_bin, capsys, [keystone])
+
+
+def _generated_tests(directory, out):
+    """A test module per rule of a converted directory, in its own
+    package, with the forms a test writer uses."""
+    with open(os.path.join(directory, 'manifest.json'), encoding='utf-8') as f:
+        rules = json.load(f)['rules']
+    rnd = random.Random(7)
+    os.makedirs(out)
+    for n, (name, entry) in enumerate(sorted(rules.items())):
+        allow = f'data.{entry["package"]}.allow'
+        lines = [f'package regotest_generated.r{n}', '']
+        for i, creds in enumerate(rnd.sample(CREDENTIALS, 4)):
+            target = {
+                k: rnd.choice(['p1', 'u1', 'd1']) for k in entry['target_keys']
+            }
+            doc = {'credentials': creds, 'target': target, 'rule': name}
+            c, t = json.dumps(creds), json.dumps(target)
+            form = (i + n) % 4
+            if form == 0:
+                body = f'{{\n\t{allow} with input as {json.dumps(doc)}\n}}'
+            elif form == 1:
+                body = f'not {allow} with input as {json.dumps(doc)}'
+            elif form == 2:
+                body = (
+                    f'{{\n\tnot {allow} with input.credentials as {c} '
+                    f'with input.target as {t}\n\t{allow} == false\n}}'
+                )
+            else:
+                body = (
+                    f'{{\n\t{allow} with input.credentials as {c} '
+                    f'with input.target as {t}\n}}'
+                )
+            lines.append(f'test_{i} if {body}\n')
+        if n < 2:
+            # Expressions sharing a variable: compiled as written.
+            lines.append(
+                f'test_shared if {{\n\tx := {allow} with input as '
+                f'{json.dumps({"credentials": CREDENTIALS[0]})}\n'
+                '\tis_boolean(x)\n}\n'
+            )
+        with open(os.path.join(out, f'r{n}_test.rego'), 'w') as f:
+            f.write('\n'.join(lines))
+
+
+def test_generated_tests_on_the_converted_directory(
+    opa_bin, capsys, keystone, tmp_path
+):
+    extra = str(tmp_path / 'tests')
+    _generated_tests(keystone, extra)
+    counts = assert_agree(opa_bin, capsys, [keystone, extra])
+    assert counts['pass'] >= 100
+    assert counts['fail'] >= 100
+    assert counts['error'] == 0

@@ -1,0 +1,476 @@
+"""oslo-opa test: Rego tests run on regopy, reported as opa test does.
+
+tests/functional/test_regotest_opa.py checks the outcomes against a real
+``opa test``; these tests pin the command's behaviour without OPA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+import pytest
+
+from oslo_opa import cli, regotest
+from oslo_opa.regotest import worker as regotest_worker
+
+FIXTURES = os.path.join(os.path.dirname(__file__), '..', 'fixtures')
+TRICKY = os.path.join(FIXTURES, 'regotest', 'tricky')
+
+POLICY = """\
+package p
+
+allow if 2 in input.a
+
+admin if "admin" in {lower(r) | some r in input.roles}
+"""
+
+TESTS = """\
+package p_test
+
+test_allowed if {
+	data.p.allow with input as {"a": [1, 2]}
+}
+
+test_denied if {
+	not data.p.allow with input as {"a": [3]}
+}
+
+test_wrong if {
+	data.p.allow with input as {"a": [3]}
+}
+"""
+
+
+def write(tmp_path, files):
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding='utf-8')
+    return str(tmp_path)
+
+
+def main(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def outcomes(results):
+    return {r.full_name: r.outcome for r in results}
+
+
+# --- exit codes and output ------------------------------------------------
+
+
+def test_all_pass_exits_0_and_prints_only_the_summary(capsys, tmp_path):
+    d = write(
+        tmp_path,
+        {'p.rego': POLICY, 'p_test.rego': TESTS.split('test_wrong')[0]},
+    )
+    code, out, err = main(capsys, 'test', d)
+    assert (code, err) == (0, '')
+    assert out == 'PASS: 2/2\n'
+
+
+def test_a_failing_test_exits_2_and_is_named(capsys, tmp_path):
+    d = write(tmp_path, {'p.rego': POLICY, 'p_test.rego': TESTS})
+    code, out, err = main(capsys, 'test', d)
+    assert code == 2, out + err
+    lines = out.splitlines()
+    assert lines[0] == f'{d}/p_test.rego:11:'
+    assert lines[1].startswith('data.p_test.test_wrong: FAIL (')
+    assert 'test_allowed' not in out
+    assert lines[-3:] == ['-' * 80, 'PASS: 2/3', 'FAIL: 1/3']
+
+
+def test_verbose_reports_every_test(capsys, tmp_path):
+    d = write(tmp_path, {'p.rego': POLICY, 'p_test.rego': TESTS})
+    code, out, _ = main(capsys, 'test', '-v', d)
+    assert code == 2
+    lines = out.splitlines()
+    assert lines[0] == f'{d}/p_test.rego:3:'
+    assert lines[1].startswith('data.p_test.test_allowed: PASS (')
+    assert lines[3].startswith('data.p_test.test_denied: PASS (')
+    assert lines[5].startswith('data.p_test.test_wrong: FAIL (')
+    # opa test -v then lists the failures again.
+    assert 'FAILURES' in lines
+    assert lines.index('FAILURES') > 5
+
+
+def test_json_format_has_opa_test_fields(capsys, tmp_path):
+    d = write(tmp_path, {'p.rego': POLICY, 'p_test.rego': TESTS})
+    code, out, _ = main(capsys, 'test', '--format', 'json', d)
+    assert code == 2
+    doc = json.loads(out)
+    assert [r['name'] for r in doc] == [
+        'test_allowed',
+        'test_denied',
+        'test_wrong',
+    ]
+    wrong = doc[2]
+    assert wrong['package'] == 'data.p_test'
+    assert wrong['location'] == {
+        'file': f'{d}/p_test.rego',
+        'row': 11,
+        'col': 1,
+    }
+    assert wrong['fail'] is True
+    assert isinstance(wrong['duration'], int) and wrong['duration'] > 0
+    assert 'fail' not in doc[0] and 'error' not in doc[0]
+
+
+def test_run_matches_the_full_name(capsys, tmp_path):
+    d = write(tmp_path, {'p.rego': POLICY, 'p_test.rego': TESTS})
+    # Searched anywhere in data.p_test.test_x, as opa test -r does.
+    code, out, _ = main(capsys, 'test', '-v', '--run', r'p_test\.test_d', d)
+    assert code == 0
+    assert 'test_denied: PASS' in out and 'test_allowed' not in out
+    assert out.endswith('PASS: 1/1\n')
+    code, out, _ = main(capsys, 'test', '-r', 'allowed$|wrong', d)
+    assert code == 2 and 'PASS: 1/2' in out
+    code, out, _ = main(capsys, 'test', '-r', 'nothing', d)
+    assert (code, out) == (0, '')
+
+
+def test_no_tests_exits_0_unless_fail_on_empty(capsys, tmp_path):
+    d = write(tmp_path, {'p.rego': POLICY})
+    assert main(capsys, 'test', d) == (0, '', '')
+    code, _, err = main(capsys, 'test', '--fail-on-empty', d)
+    assert code == 1 and 'no tests were run' in err
+
+
+def test_skipped_exits_2_unless_z(capsys, tmp_path):
+    d = write(
+        tmp_path,
+        {'t.rego': 'package t\n\ntodo_test_x if false\n\ntest_y := true\n'},
+    )
+    code, out, _ = main(capsys, 'test', d)
+    assert code == 2
+    assert 'data.t.todo_test_x: SKIPPED\n' in out
+    assert out.endswith('PASS: 1/2\nSKIPPED: 1/2\n')
+    assert main(capsys, 'test', '-z', d)[0] == 0
+
+
+# --- usage errors: exit 1, one line naming the file ------------------------
+
+
+@pytest.mark.parametrize(
+    'files, argv, expected',
+    [
+        ({}, ['nowhere'], 'nowhere: no such file or directory'),
+        ({}, [], 'specify at least one file or directory'),
+        (
+            {'bad.rego': 'package bad\n\ntest_x if {\n'},
+            ['bad.rego'],
+            'bad.rego:3:',
+        ),
+        ({'nopkg.rego': 'test_x := true\n'}, ['nopkg.rego'], 'nopkg.rego'),
+        ({'d/x.yaml': 'a: [1\n'}, ['d'], 'x.yaml:'),
+        ({'d/x.json': '{"a": '}, ['d'], 'x.json: not valid JSON'),
+        ({'x.json': '[1, 2]'}, ['x.json'], 'x.json: data at the root'),
+        (
+            {'d/a.json': '{"k": 1}', 'd/b.yaml': 'k: 2\n'},
+            ['d'],
+            'b.yaml: merge error',
+        ),
+        (
+            {'d/t.rego': 'package t\n\ntest_x := 1\n', 'd/c.json': '{"t": 1}'},
+            ['d'],
+            't.rego:3: conflicting rule for data path t/test_x',
+        ),
+        ({'t.rego': 'package t\n'}, ['-r', '(', 't.rego'], 'regular exp'),
+        ({'t.rego': 'package t\n'}, ['--timeout', '0', 't.rego'], 'timeout'),
+    ],
+)
+def test_cannot_run_exits_1_naming_the_cause(
+    capsys, tmp_path, monkeypatch, files, argv, expected
+):
+    write(tmp_path, files)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main(capsys, 'test', *argv)
+    assert code == 1, out + err
+    assert out == ''
+    assert err.startswith('oslo-opa: error: ')
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert 'Traceback' not in err
+
+
+def test_the_api_raises_rego_test_error(tmp_path):
+    with pytest.raises(regotest.RegoTestError, match='no such file'):
+        regotest.run([str(tmp_path / 'missing')])
+
+
+# --- what counts as a test, and what passes --------------------------------
+
+
+def test_outcomes_follow_opa_test(tmp_path):
+    results = regotest.run([TRICKY])
+    got = outcomes(results)
+    expected = {
+        'test_pass': 'PASS',
+        'test_fail': 'FAIL',
+        'test_not_in_braces': 'PASS',
+        'test_not_braceless': 'PASS',
+        'test_braceless_fails': 'FAIL',
+        'test_several_inputs': 'PASS',
+        'test_second_expression_fails': 'FAIL',
+        'test_multiline_input': 'PASS',
+        'test_input_paths': 'PASS',
+        'test_with_data': 'PASS',
+        'test_with_data_and_input': 'PASS',
+        'test_data_file': 'PASS',
+        'test_unicode': 'PASS',
+        'test_shared_variable': 'PASS',
+        'test_shared_variable_fails': 'FAIL',
+        'test_keys_not_identifiers': 'PASS',
+        'test_no_with': 'PASS',
+        'test_reads_another_test': 'PASS',
+        'test_builtin_error_fails': 'FAIL',
+        'test_conflict_errors': 'ERROR',
+        'test_string_value': 'FAIL',
+        'test_number_value': 'FAIL',
+        'test_false_value': 'FAIL',
+        'test_object_value': 'FAIL',
+        'test_default': 'PASS',
+        'test_else': 'PASS',
+        'test_braceless_else': 'PASS',
+        'test_ref_head': 'FAIL',
+        'test_set': 'FAIL',
+        'test_cases': 'PASS',
+        'test_cases_one_false': 'FAIL',
+        'test_function': 'ERROR',
+        'test_dup': 'FAIL',
+        'test_dup#01': 'PASS',
+        'test_dup#02': 'PASS',
+        'todo_test_later': 'SKIPPED',
+    }
+    assert got == {f'data.tricky_test.{k}': v for k, v in expected.items()}
+    by_name = {r.name: r for r in results}
+    assert by_name['test_dup#01'].row == by_name['test_dup'].row + 4
+    assert by_name['test_cases'].sub_results == {
+        'a': {'name': 'a'},
+        'b': {'name': 'b'},
+    }
+    assert by_name['test_cases_one_false'].sub_results['b']['fail'] is True
+    assert 'conflict' in by_name['test_conflict_errors'].error or (
+        'multiple outputs' in by_name['test_conflict_errors'].error
+    )
+
+
+def test_data_files_nest_under_their_directories(tmp_path):
+    d = write(
+        tmp_path,
+        {
+            'top.json': '{"t": 1}',
+            'a/b/x.yaml': 'v: 2\n',
+            'a/y.json': '{"w": 3}',
+            'a/ignored.txt': 'not data',
+            'a/t_test.rego': """\
+                package t_test
+
+                test_layout if {
+                    data.t == 1
+                    data.a.b.v == 2
+                    data.a.w == 3
+                }
+                """,
+        },
+    )
+    assert outcomes(regotest.run([d])) == {'data.t_test.test_layout': 'PASS'}
+    # Given as the path itself, a directory's files are data at the root.
+    results = regotest.run([os.path.join(d, 'a'), os.path.join(d, 'top.json')])
+    assert [r.outcome for r in results] == ['FAIL']
+
+
+def test_a_test_that_fails_is_reported_failed(tmp_path):
+    d = write(
+        tmp_path, {'t.rego': 'package t\n\ntest_bad if {\n\t1 == 2\n}\n'}
+    )
+    [result] = regotest.run([d])
+    assert (result.failed, result.passed, result.error) == (True, False, None)
+
+
+# --- crashes, hangs -----------------------------------------------------
+
+
+CRASH_TESTS = """\
+package p_test
+
+test_before if {
+	data.p.allow with input as {"a": [2]}
+}
+
+# regopy aborts compiling `with input as <variable>` over a builtin.
+test_crashes if {
+	x := {"a": [2]}
+	data.p.allow with input as x
+}
+
+test_after if {
+	not data.p.allow with input as {"a": [3]}
+}
+"""
+
+
+def test_a_test_crashing_the_compiler_is_an_error_alone(tmp_path):
+    d = write(tmp_path, {'p.rego': POLICY, 'p_test.rego': CRASH_TESTS})
+    results = regotest.run([d])
+    assert outcomes(results) == {
+        'data.p_test.test_before': 'PASS',
+        'data.p_test.test_crashes': 'ERROR',
+        'data.p_test.test_after': 'PASS',
+    }
+    assert results[1].error.startswith('regopy crashed (signal ')
+    assert 'compiling it' in results[1].error
+
+
+def test_a_test_crashing_the_evaluation_is_an_error_alone(
+    tmp_path, monkeypatch
+):
+    # A worker that dies (SIGSEGV) evaluating one test, as regopy does.
+    monkeypatch.setattr(
+        regotest_worker,
+        '_WORKER',
+        textwrap.dedent(
+            """\
+            import os, signal
+            from oslo_opa.regotest import worker as r
+            real = r._worker_eval
+            def crashing(state, steps):
+                if any('boom' in entry for entry, _ in steps):
+                    os.kill(os.getpid(), signal.SIGSEGV)
+                return real(state, steps)
+            r._worker_eval = crashing
+            r._serve()
+            """
+        ),
+    )
+    d = write(
+        tmp_path,
+        {
+            't.rego': """\
+                package t
+
+                test_a := true
+
+                test_boom := true
+
+                test_c := true
+                """
+        },
+    )
+    results = regotest.run([d])
+    assert outcomes(results) == {
+        'data.t.test_a': 'PASS',
+        'data.t.test_boom': 'ERROR',
+        'data.t.test_c': 'PASS',
+    }
+    assert (
+        results[1].error == 'regopy crashed (signal 11, SIGSEGV) evaluating it'
+    )
+    assert results[1].error_code == 'regopy_crash'
+
+
+def test_a_test_past_the_timeout_is_an_error(tmp_path):
+    d = write(
+        tmp_path,
+        {
+            'h.rego': """\
+                package h
+
+                # regopy never returns from this.
+                test_hangs if regex.split("", "abc") == ["a", "b", "c"]
+
+                test_after := true
+                """
+        },
+    )
+    results = regotest.run([d], timeout=1)
+    assert outcomes(results) == {
+        'data.h.test_hangs': 'ERROR',
+        'data.h.test_after': 'PASS',
+    }
+    assert results[0].error == 'timed out after 1 s evaluating it'
+
+
+# --- the rewrites regopy needs --------------------------------------------
+
+
+def scan(text):
+    module = regotest._scan('m.rego', textwrap.dedent(text))
+    regotest._name_tests([module])
+    regotest._split_tests([module])
+    return module
+
+
+def test_rewrites_keep_every_line_in_place():
+    module = scan(
+        """\
+        package m
+
+        r if { x := 1; x == 1; p with input as {
+            "a": [1,
+                  2],
+            # comment
+            "b-c": `raw`,
+        } }
+
+        q if not p with input as {"a": 1}
+        """
+    )
+    text = module.render()
+    assert text.count('\n') == module.text.count('\n')
+    assert 'with input.a as ([1,\n          2]) with input["b-c"] as' in text
+    assert 'q if { not p with input.a as (1) }' in text
+    assert 'with input as' not in text
+
+
+def test_independent_expressions_are_split():
+    module = scan(
+        """\
+        package m
+
+        import data.lib.f
+
+        test_split if {
+            f(1) with input as {"a": 1}
+            not allow with input.b.c as "x" with data.d as 2
+            count([y | some y in [1]]) == 1
+        }
+
+        test_shared if {
+            x := f(1) with input as {"a": 1}
+            x == 1
+        }
+        """
+    )
+    split, shared = module.tests
+    assert shared.steps is None
+    assert [s.input_term for s in split.steps] == [
+        '{"a": 1}',
+        '{"b": {"c": "x"}}',
+        None,
+    ]
+    helpers = split.helpers
+    assert 'f(1)\n' in helpers
+    assert 'not allow with data.d as 2\n' in helpers
+    assert 'with input' not in helpers
+
+
+@pytest.mark.parametrize(
+    'ns, text',
+    [
+        (0, '0s'),
+        (999, '999ns'),
+        (458674, '458.674µs'),
+        (1000, '1µs'),
+        (2_793_829, '2.793829ms'),
+        (1_500_000_000, '1.5s'),
+        (61_000_000_000, '1m1s'),
+    ],
+)
+def test_durations_print_as_go_does(ns, text):
+    assert regotest.go_duration(ns) == text
