@@ -49,6 +49,7 @@ def _convert(args: argparse.Namespace) -> int:
             package_prefix=args.package_prefix,
             enforce_new_defaults=args.enforce_new_defaults,
             strict=args.strict,
+            tests=not args.no_tests,
         )
     except StrictModeError as e:
         for warning in e.warnings:
@@ -262,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             'Convert the rules an oslo.policy Enforcer would enforce '
             '(policy files on top of registered defaults) into Rego v1 '
-            'modules, a manifest.json and a delegation policy.yaml.'
+            'modules, a manifest.json, a delegation policy.yaml and, for '
+            'each rule, a _test.rego of generated opa test cases.'
         ),
     )
     _policy_inputs(conv)
@@ -282,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         '--strict',
         action='store_true',
         help='treat every warning as an error (exit 1)',
+    )
+    conv.add_argument(
+        '--no-tests',
+        action='store_true',
+        help="do not write each rule's generated <rule>_test.rego",
     )
     conv.set_defaults(func=_convert)
 

@@ -10,6 +10,7 @@ Layout::
     DIR/oslo_opa/*.rego            the helper library
     DIR/<prefix path>/<slug>.rego  one module per rule
     DIR/<prefix path>/<slug>.fast.rego  its boolean fast path
+    DIR/<prefix path>/<slug>_test.rego  its generated tests (testgen.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -112,12 +114,23 @@ def delegation_policy(conv: Conversion) -> str:
     )
 
 
-def render(conv: Conversion, scope_types: dict[str, Any]) -> dict[str, str]:
-    """Every output file: relative path -> text."""
+def render(
+    conv: Conversion,
+    scope_types: dict[str, Any],
+    tests: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Every output file: relative path -> text.
+
+    :param tests: generated test modules, relative path -> text.
+    """
     files = dict(library_files())
     for rule in conv.rules.values():
         files[module_path(rule.package)] = rule.module
         files[fast_module_path(rule.package)] = rule.fast_module
+    for rel, text in (tests or {}).items():
+        if rel in files:
+            raise ConversionError(f'{rel}: a test module would replace it')
+        files[rel] = text
     files[MANIFEST] = (
         json.dumps(manifest(conv, scope_types), indent=2, ensure_ascii=False)
         + '\n'
@@ -127,7 +140,10 @@ def render(conv: Conversion, scope_types: dict[str, Any]) -> dict[str, str]:
 
 
 def write(
-    conv: Conversion, output_dir: str, scope_types: dict[str, Any]
+    conv: Conversion,
+    output_dir: str,
+    scope_types: dict[str, Any],
+    tests: Mapping[str, str] | None = None,
 ) -> None:
     """Atomically replace output_dir with the conversion's files.
 
@@ -145,7 +161,7 @@ def write(
                 f'{output_dir}: not empty and not an oslo-opa output '
                 f'directory; refusing to replace it'
             )
-    files = render(conv, scope_types)
+    files = render(conv, scope_types, tests)
     parent = os.path.dirname(output_dir)
     try:
         os.makedirs(parent, exist_ok=True)

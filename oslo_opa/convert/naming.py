@@ -6,11 +6,11 @@ Packages
     (``identity:get_project`` -> ``identity_get_project``), prefixed with
     ``r_`` when it would start with a digit or be empty (``r`` when it
     would start with ``_``), and suffixed with ``_`` when it is a Rego
-    keyword or ends with ``_test`` (the name of a test module).  When two rule names of one
-    conversion give the same slug, each of them gets ``_`` and the first
-    8 hex digits of the SHA-256 of its name appended.  The mapping is
-    deterministic for a given set of names; ``manifest.json`` maps every
-    package back to its rule name.
+    keyword or ends with ``_test`` (the name of a test module).  When two
+    rule names of one conversion give the same slug, each of them gets
+    ``_`` and the first 8 hex digits of the SHA-256 of its name appended.
+    The mapping is deterministic for a given set of names;
+    ``manifest.json`` maps every package back to its rule name.
 
 Delegation matches
     oslo.policy splits check strings on whitespace and strips parentheses

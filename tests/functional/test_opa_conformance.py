@@ -13,8 +13,9 @@
 """The converted corpus in the real OPA: it compiles, and it decides
 exactly what oslo.policy decides.
 
-* every service's converted ``policy.yaml`` (and the helper library)
-  passes ``opa check --strict`` and is ``opa fmt`` clean;
+* every service's converted ``policy.yaml`` (and the helper library),
+  its generated ``_test.rego`` modules included, passes ``opa check
+  --strict`` and is ``opa fmt`` clean;
 * for every rule of every service, INPUTS_PER_RULE generated inputs are
   decided by oslo.policy and by OPA, and the decisions must all agree;
 * the same comparison reports a deliberately broken module, and refuses
@@ -366,7 +367,16 @@ def test_library_check_and_fmt(opa_bin):
 
 @pytest.mark.parametrize('service', SERVICES)
 def test_converted_check_and_fmt(opa_bin, corpus, service):
-    _assert_check_and_fmt(opa_bin, corpus[service].directory)
+    conv = corpus[service]
+    # The check covers the generated tests too: one module per rule.
+    tests = [
+        name
+        for _, _, files in os.walk(conv.directory)
+        for name in files
+        if name.endswith('_test.rego')
+    ]
+    assert len(tests) == len(conv.manifest['rules'])
+    _assert_check_and_fmt(opa_bin, conv.directory)
 
 
 @pytest.mark.parametrize('service', SERVICES)
