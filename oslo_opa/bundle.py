@@ -350,13 +350,11 @@ def push(directory: str, client: Any, validate: bool = True) -> PushReport:
             plan.append(('delete', policy_id, None, existing[policy_id]))
     done: list[tuple[str, str, str | None, str | None]] = []
     try:
+        _apply_puts(client, [s for s in plan if s[0] == 'put'], done)
         for step in plan:
-            op, policy_id, text, _old = step
-            if op == 'put':
-                _put(client, policy_id, text)
-            else:
-                _delete(client, policy_id)
-            done.append(step)
+            if step[0] == 'delete':
+                _delete(client, step[1])
+                done.append(step)
     except OpaError as e:
         failed = _undo(client, done)
         if failed:
@@ -375,6 +373,33 @@ def push(directory: str, client: Any, validate: bool = True) -> PushReport:
         deleted=[s[1] for s in plan if s[0] == 'delete'],
         unchanged=unchanged,
     )
+
+
+def _apply_puts(client: Any, steps: list, done: list) -> None:
+    """Upload steps' modules, each after those it calls.
+
+    OPA compiles a module as it arrives, and refuses one that calls a
+    function no module it has defines yet (the library's files call each
+    other; a hand-written module may call another): a refused module is
+    tried again after the others, until a round makes no progress.
+
+    :raises OpaError: the last refusal of the round that made none.
+    """
+    pending = steps
+    while pending:
+        refused: list = []
+        error: OpaError | None = None
+        for step in pending:
+            try:
+                _put(client, step[1], step[2])
+            except OpaError as e:
+                refused.append(step)
+                error = e
+            else:
+                done.append(step)
+        if error is not None and len(refused) == len(pending):
+            raise error
+        pending = refused
 
 
 def _undo(client: Any, done: list) -> list[str]:

@@ -85,3 +85,17 @@ def opa_bin():
             f'{proc.stderr}'
         )
     return path
+
+
+def run_opa(
+    opa_bin: str, *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run the opa binary with args, capturing its output (no check)."""
+    return subprocess.run(
+        [opa_bin, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

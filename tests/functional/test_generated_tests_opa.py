@@ -51,6 +51,7 @@ from oslo_opa.convert.compile import Conversion
 from oslo_opa.convert.rules import RuleTable
 from tests import differential, mutants
 from tests.corpus import SERVICES, policy_file
+from tests.functional.conftest import run_opa
 
 OPA_TIMEOUT = 600
 # Mutants per rule, drawn reproducibly from all of a rule's mutants.
@@ -78,14 +79,7 @@ class Service:
 
 
 def _opa(opa_bin: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [opa_bin, *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=OPA_TIMEOUT,
-        check=False,
-    )
+    return run_opa(opa_bin, *args, timeout=OPA_TIMEOUT)
 
 
 def _opa_test(opa_bin: str, *paths: str, extra=()) -> list[dict]:

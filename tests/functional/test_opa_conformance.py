@@ -50,6 +50,7 @@ from oslo_opa.convert.rules import RuleTable
 from tests import differential
 from tests.corpus import SERVICES, policy_file
 from tests.differential import INPUTS_PER_RULE
+from tests.functional.conftest import run_opa
 
 OPA_TIMEOUT = 600
 LIBRARY_DIR = os.path.join(
@@ -133,14 +134,7 @@ def corpus(tmp_path_factory):
 
 
 def _opa(opa_bin: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [opa_bin, *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=OPA_TIMEOUT,
-        check=False,
-    )
+    return run_opa(opa_bin, *args, timeout=OPA_TIMEOUT)
 
 
 def _assert_check_and_fmt(opa_bin: str, directory: str) -> None:
