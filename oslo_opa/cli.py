@@ -138,10 +138,27 @@ def _verify(args: argparse.Namespace) -> int:
         config_file=args.config_file,
         enforce_new_defaults=args.enforce_new_defaults,
     )
-    decide, available = verify_mod.rego_decider(args.directory)
-    report = verify_mod.verify(
-        table, decide, available, per_rule=args.inputs, seed=args.seed
-    )
+    opa = None
+    if args.opa_url:
+        opa = verify_mod.OpaDecider(args.directory, args.opa_url)
+        decide, available = opa, opa.rules
+    else:
+        decide, available = verify_mod.rego_decider(args.directory)
+    try:
+        report = verify_mod.verify(
+            table, decide, available, per_rule=args.inputs, seed=args.seed
+        )
+    finally:
+        if opa is not None:
+            opa.close()
+    if opa is not None and opa.unanswered and not opa.answered:
+        # Every "difference" would only say that OPA did not answer.
+        print(
+            f'oslo-opa: error: OPA at {args.opa_url} gave no decision '
+            f'({opa.last_error})',
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.format == 'json':
         print(
             json.dumps(
@@ -337,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
         help='generated inputs per rule (default 100)',
     )
     ver.add_argument('--seed', default='0', help='input generator seed')
+    ver.add_argument(
+        '--opa-url',
+        metavar='URL',
+        help=(
+            'decide with the OPA running at URL (http://host:port, '
+            'https://..., unix:///path/to/socket) instead of the Rego in '
+            'DIRECTORY, whose manifest maps rules to OPA paths'
+        ),
+    )
     ver.add_argument('--format', choices=['text', 'json'], default='text')
     ver.set_defaults(func=_verify)
     _add_test_command(sub)

@@ -88,6 +88,53 @@ def rego_decider(directory: str) -> tuple[Decide, set[str]]:
     return decide, set(policy.manifest.rules)
 
 
+class OpaDecider:
+    """Decisions of a running OPA, through the http driver.
+
+    DIRECTORY's manifest maps rules to OPA's paths (and what each rule
+    reads); the policy itself is whatever that OPA holds.  A decision
+    OPA does not give (unreachable, undefined, an error) is a deny, as
+    the driver's default failure mode makes it, and is counted: a
+    verification where OPA answered nothing is no verification.
+    """
+
+    def __init__(self, directory: str, url: str) -> None:
+        from oslo_opa.drivers.base import Settings
+        from oslo_opa.drivers.http import HttpDriver
+
+        self.driver = HttpDriver(
+            Settings(
+                rego_path=directory,
+                reload_interval=0.0,
+                options={'opa_url': url, 'opa_warm_up': False},
+            )
+        )
+        self.answered = 0
+        self.unanswered = 0
+        self.last_error = ''
+
+    @property
+    def rules(self) -> set[str]:
+        manifest = self.driver.manifest
+        return set(manifest.rules) if manifest is not None else set()
+
+    def __call__(self, rule: str, creds: dict, target: dict) -> bool:
+        from oslo_opa.drivers.base import DecisionError
+
+        try:
+            doc = self.driver.input_for(rule, creds, target)
+            allowed = self.driver.decide(rule, doc)
+        except DecisionError as e:
+            self.unanswered += 1
+            self.last_error = str(e)
+            return False
+        self.answered += 1
+        return allowed
+
+    def close(self) -> None:
+        self.driver.close()
+
+
 def _smaller(creds: dict, target: dict):
     """Candidates one step smaller: a key or a list item removed."""
     for which, doc in (('creds', creds), ('target', target)):

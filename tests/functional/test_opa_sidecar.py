@@ -798,3 +798,34 @@ def test_status_reports_what_is_missing(run_opa, converted, capsys):
     out = capsys.readouterr().out
     assert 'rules resolved: 0/' in out and 'not a loaded revision' in out
     assert 'unresolved: ' in out
+
+
+def test_verify_against_a_running_opa(run_opa, converted, capsys, tmp_path):
+    """oslo-opa verify --opa-url: oslo.policy against what OPA holds."""
+    _, dirs = converted
+    policy = corpus.policy_file(SMALL)
+    opa = run_opa()
+    assert cli.main(['push', dirs[SMALL], *opa.cli_args()]) == 0
+    capsys.readouterr()
+    argv = ['verify', dirs[SMALL], '--policy-file', policy, '--inputs', '10']
+    assert cli.main([*argv, '--opa-url', opa.url]) == 0
+    assert '0 rules differ' in capsys.readouterr().out
+    # OPA's copy of one rule changes; the directory's does not.
+    edited = str(tmp_path / 'edited')
+    shutil.copytree(dirs[SMALL], edited)
+    manifest = json.loads((tmp_path / 'edited' / 'manifest.json').read_text())
+    rule = next(r for r, e in manifest['rules'].items() if e['check_str'])
+    entry = manifest['rules'][rule]
+    (tmp_path / 'edited' / entry['module']).write_text(
+        f'package {entry["package"]}\n\nallow := true\n'
+    )
+    os.unlink(tmp_path / 'edited' / entry['fast_module'])
+    assert cli.main(['push', edited, *opa.cli_args()]) == 0
+    capsys.readouterr()
+    assert cli.main([*argv, '--opa-url', opa.url, '--format', 'json']) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [d['rule'] for d in report['differences']] == [rule]
+    # No OPA there: an error, not a report of differences.
+    opa.stop()
+    assert cli.main([*argv, '--opa-url', opa.url]) == 2
+    assert 'gave no decision' in capsys.readouterr().err
