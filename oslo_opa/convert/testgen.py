@@ -814,7 +814,9 @@ class _RuleGen:
             while type(check) is _NOT:
                 check = check.rule
             if type(check) in (_checks.RoleCheck, _checks.GenericCheck):
-                near.add(_leaf(check)[0])
+                ident = _leaf(check)[0]
+                if ident is not None:  # a constant ('True:True')
+                    near.add(ident)
         enrich = any(ident[0] == 'role' for ident in near)
         tried = 0
         complete = True
