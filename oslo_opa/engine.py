@@ -206,6 +206,33 @@ def _shape(doc: Any) -> tuple[bool, bool]:
     return ascii_only, plain
 
 
+# Converted inputs each pooled interpreter keeps (a few KiB each).
+_INPUTS_KEPT = 256
+_SCALARS = (str, bool, int, type(None))
+
+
+def _input_key(doc: Mapping[str, Any]) -> tuple | None:
+    """A key equal for equal fast-path documents, types included (True
+    and 1 are equal in Python, not in Rego), or None."""
+    try:
+        key = []
+        for part in (doc['credentials'], doc['target']):
+            items = []
+            for k, v in part.items():
+                kind = type(v)
+                if kind is list:
+                    if not all(type(x) is str for x in v):
+                        return None
+                    v = tuple(v)
+                elif kind not in _SCALARS:
+                    return None
+                items.append((k, kind, v))
+            key.append(tuple(items))
+        return tuple(key)
+    except (KeyError, AttributeError, TypeError):
+        return None
+
+
 def _tidy(doc: Mapping[str, Any]) -> bool:
     """Python's lib.tidy: roles a list of strings, other credentials
     scalars, target values printable (floats are strings by now)."""
@@ -326,7 +353,9 @@ class RegoPolicy:
         }
         self._bundles: dict[tuple[str, bool, bool], Any] = {}
         self._build_lock = threading.Lock()
-        self._pool: list[regopy.Interpreter] = []
+        # Interpreters, each with the inputs it has converted lately
+        # (fast-path documents repeat: the same caller, the same keys).
+        self._pool: list[tuple[regopy.Interpreter, dict]] = []
         self._pool_lock = threading.Lock()
 
     def _is_edited(self, entry: manifest_mod.RuleEntry) -> bool:
@@ -580,16 +609,26 @@ class RegoPolicy:
         ascii_only, plain = _shape(input_doc)
         bundle = self.bundle(rule, ascii_only, fast, plain)
         with self._pool_lock:
-            it = self._pool.pop() if self._pool else None
-        if it is None:
+            slot = self._pool.pop() if self._pool else None
+        if slot is None:
             it = regopy.Interpreter()
             it.strict_built_in_errors = self.strict_builtin_errors
+            slot = (it, {})
+        it, made = slot
         try:
-            it.set_input(regofast.make_input(input_doc))
+            key = _input_key(input_doc) if fast else None
+            value = made.get(key) if key is not None else None
+            if value is None:
+                value = regofast.make_input(input_doc)
+                if key is not None:
+                    if len(made) >= _INPUTS_KEPT:
+                        del made[next(iter(made))]
+                    made[key] = value
+            it.set_input(value)
             return regofast.query(it, bundle, path)
         finally:
             with self._pool_lock:
-                self._pool.append(it)
+                self._pool.append(slot)
 
     def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> bool:
         """The rule's ``allow``: true or false, nothing else.

@@ -118,3 +118,32 @@ def test_a_rule_named_like_a_test_module_loads(tmp_path):
     policy = engine.RegoPolicy(out)
     doc = {'credentials': {'roles': ['A']}, 'target': {}, 'rule': 'a:test'}
     assert policy.evaluate('a:test', doc) is True
+
+
+def test_converted_inputs_are_reused_only_for_equal_documents(tmp_path):
+    """True and 1 are equal keys in Python but not equal in Rego."""
+    src = tmp_path / 'policy.yaml'
+    src.write_text('a: "is_admin:True"\nb: "is_admin:1"\n')
+    out = str(tmp_path / 'out')
+    convert(out, policy_files=[str(src)], package_prefix='p')
+    policy = engine.RegoPolicy(out)
+    keys = {
+        engine._input_key({'credentials': {'is_admin': v}, 'target': {}})
+        for v in (True, 1, '1', 'True', None)
+    }
+    assert len(keys) == 5
+
+    def decide(rule, value):
+        doc = {'credentials': {'is_admin': value}, 'target': {}, 'rule': rule}
+        return policy.evaluate(rule, doc)
+
+    # Alternately, on the same pooled interpreter and its kept inputs.
+    for _ in range(3):
+        assert [decide('a', v) for v in (True, 1, 'True')] == [
+            True,
+            False,
+            True,
+        ]
+        assert [decide('b', v) for v in (True, 1, '1')] == [False, True, True]
+    assert len(policy._pool) == 1
+    assert len(policy._pool[0][1]) == 4  # True, 1, "True", "1"
