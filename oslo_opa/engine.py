@@ -95,6 +95,13 @@ def _rename(found: re.Match) -> str:
     return 'allow' if found.group(0) == '_fast' else found.group(0)
 
 
+# The same for a simple input, where compare.rego and roles.rego are
+# swapped for PLAIN_COMPARE and ASCII_ROLES, which call nothing.
+FAST_LIBRARY_SIMPLE = dict(
+    FAST_LIBRARY,
+    roles_list_lower=(ROLES,),
+    str_eq=(COMPARE,),
+)
 _LIB_CALL = re.compile(r'\blib\.([A-Za-z_][A-Za-z0-9_]*)')
 PLAIN_COMPARE = """package oslo_opa.lib
 
@@ -376,9 +383,12 @@ class RegoPolicy:
             entry.fast_module, entry.fast_sha256
         )
 
-    def _library_for(self, rule: str) -> list[str] | None:
-        """The library files rule's fast bundle needs; None when the rule
-        has no usable fast path (edited, or calling an unknown helper)."""
+    def _library_for(
+        self, rule: str, table: Mapping[str, tuple[str, ...]] = FAST_LIBRARY
+    ) -> list[str] | None:
+        """The library files rule's fast bundle needs (table: for which
+        inputs); None when the rule has no usable fast path (edited, or
+        calling an unknown helper)."""
         files: list[str] = []
         for r in self.manifest.closure(rule):
             entry = self.manifest.rules[r]
@@ -390,7 +400,7 @@ class RegoPolicy:
             ):
                 return None
             for call in _LIB_CALL.findall(text):
-                needed = FAST_LIBRARY.get(call)
+                needed = table.get(call)
                 if needed is None or any(
                     f not in self.modules for f in needed
                 ):
@@ -532,7 +542,10 @@ class RegoPolicy:
         )
 
     def _build_fast(self, rule: str, simple: bool) -> Any:
-        names = list(self._fast_library[rule] or ())
+        if simple:
+            names = self._library_for(rule, FAST_LIBRARY_SIMPLE) or []
+        else:
+            names = list(self._fast_library[rule] or ())
         # The rule's own fast path goes in under the shared package.
         extra = {'fast path': self._shared_text(rule)}
         for r in self.manifest.closure(rule):
