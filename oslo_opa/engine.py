@@ -150,9 +150,38 @@ def _data_files(paths: Iterable[str]) -> list[str]:
     return files
 
 
-def load_data(paths: Iterable[str]) -> dict[str, Any]:
+# What regopy 1.5.2 reads from a data document's JSON text keeps its
+# escapes ("a\tb" is four characters there, not three), so such a data
+# string would never equal the same text in the input, where a rule
+# may compare them (a deny list would then fail open).
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+
+
+def _unescaped(value: Any, where: str) -> None:
+    """Raise PolicyLoadError for a string regopy would read wrongly."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if _ESCAPED.search(item):
+                raise PolicyLoadError(
+                    f'{at}: a string holding a quote, a backslash or a '
+                    f'control character, which the embedded engine '
+                    f'(regopy) would not read as written'
+                )
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                stack.append((k, at))
+                stack.append((v, f'{at}.{k}'))
+        elif isinstance(item, list):
+            stack.extend((v, f'{at}[{i}]') for i, v in enumerate(item))
+
+
+def load_data(paths: Iterable[str], embedded: bool = False) -> dict[str, Any]:
     """Merge the top-level objects of JSON/YAML files into one document.
 
+    :param embedded: for the embedded engine: refuse strings it cannot
+        carry (see ``_ESCAPED``).
     :raises PolicyLoadError: naming the file that cannot be read, is not
         an object, or defines a key another file defines.
     """
@@ -172,6 +201,8 @@ def load_data(paths: Iterable[str]) -> dict[str, Any]:
             continue
         if not isinstance(doc, dict):
             raise PolicyLoadError(f'{path}: data must be an object')
+        if embedded:
+            _unescaped(doc, path)
         for key, value in doc.items():
             if key in data:
                 raise PolicyLoadError(
@@ -293,7 +324,8 @@ class RegoPolicy:
         self.directory = directory
         self.manifest = manifest_mod.load(directory)
         self.modules = read_modules(directory)
-        self.data_json = json.dumps(data) if data else None
+        # As UTF-8 text: regopy keeps \u escapes as they are.
+        self.data_json = json.dumps(data, ensure_ascii=False) if data else None
         self.strict_builtin_errors = strict_builtin_errors
         owned = {e.module for e in self.manifest.rules.values()}
         owned |= {

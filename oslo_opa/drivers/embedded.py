@@ -35,7 +35,7 @@ class EmbeddedDriver(PolicyDirDriver):
     def load(self) -> RegoPolicy:
         policy = RegoPolicy(
             self.settings.rego_path,
-            data=load_data(self.settings.data_path),
+            data=load_data(self.settings.data_path, embedded=True),
             strict_builtin_errors=self.settings.strict_builtin_errors,
         )
         policy.validate()

@@ -147,3 +147,37 @@ def test_converted_inputs_are_reused_only_for_equal_documents(tmp_path):
         assert [decide('b', v) for v in (True, 1, '1')] == [False, True, True]
     assert len(policy._pool) == 1
     assert len(policy._pool[0][1]) == 4  # True, 1, "True", "1"
+
+
+def test_data_strings_reach_the_embedded_engine_as_written(tmp_path):
+    """Non-ASCII data is sent as UTF-8; what regopy would read with its
+    escapes still in is refused, naming the file and where."""
+    src = tmp_path / 'policy.yaml'
+    src.write_text('"owner": "rule:r"\n"r": "role:x"\n')
+    out = str(tmp_path / 'out')
+    convert(out, policy_files=[str(src)], package_prefix='p')
+    # Hand-written: the caller is in the data's list of owners.
+    module = tmp_path / 'out' / 'p' / 'owner.rego'
+    module.write_text(
+        'package p.owner\n\ndefault allow := false\n\n'
+        'allow if input.credentials.user_id in data.owners\n'
+    )
+    good = tmp_path / 'good.json'
+    good.write_text('{"owners": ["josé", "ann"]}', encoding='utf-8')
+    policy = engine.RegoPolicy(
+        out, data=engine.load_data([str(good)], embedded=True)
+    )
+
+    def decide(user):
+        creds = {'user_id': user, 'roles': []}
+        doc = {'credentials': creds, 'target': {}, 'rule': 'owner'}
+        return policy.evaluate('owner', doc)
+
+    assert [decide(u) for u in ('josé', 'ann', 'bob')] == [True, True, False]
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"owners": ["ann", "o\\"brien"]}')
+    with pytest.raises(engine.PolicyLoadError) as e:
+        engine.load_data([str(bad)], embedded=True)
+    assert str(bad) in str(e.value) and '.owners[1]' in str(e.value)
+    # OPA reads it as written: bundles take it.
+    assert engine.load_data([str(bad)])['owners'][1] == 'o"brien'
