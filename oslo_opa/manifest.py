@@ -27,7 +27,6 @@ class RuleEntry:
     target_keys: tuple[str, ...]
     credentials: tuple[str, ...]
     ascii_lowering: bool
-    fast_entry: bool
     scope_types: tuple[str, ...] | None
     package: str | None = None
     fast_module: str | None = None
@@ -99,7 +98,6 @@ def load(directory: str) -> Manifest:
                 target_keys=tuple(entry.get('target_keys', ())),
                 credentials=tuple(entry.get('credentials', ())),
                 ascii_lowering=bool(entry.get('ascii_lowering', False)),
-                fast_entry=bool(entry.get('fast_entry', False)),
                 scope_types=_opt_tuple(entry.get('scope_types')),
                 package=entry.get('package'),
                 fast_module=entry.get('fast_module'),
