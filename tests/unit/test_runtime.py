@@ -1048,3 +1048,17 @@ def test_decide_many_agrees_with_decide(tmp_path, cache_size):
     assert d.decide_many(
         [('solo', {}), ('proj', {'p': 'p2'}), ('r', {})], ctx
     ) == [True, True, False]
+
+
+def test_oslo_policy_reads_the_checks_true_signature():
+    """OpaCheck.__call__ carries a stored signature (oslo.policy inspects
+    it on every call); it must say what the function takes, current_rule
+    included, or oslo.policy would stop passing it."""
+    import inspect
+
+    from oslo_opa import check
+
+    code = check.OpaCheck.__call__.__code__
+    spec = inspect.getfullargspec(check.OpaCheck('opa', 'r').__call__)
+    assert spec.args == list(code.co_varnames[: code.co_argcount])
+    assert spec.args[-1] == 'current_rule' and len(spec.args) > 4
