@@ -8,13 +8,13 @@ proportion to all the Rego in the bundle (measured with regopy 1.5.2:
 paths), so each bundle holds only what its rule needs:
 
 * the fast bundle, for a *tidy* input (no check can raise on it, see
-  ``lib.tidy``; Python's :func:`_tidy` decides it here): the ``_fast``
-  files of the rule and of the rules it reads, ``core.rego`` and the
-  case mapping, plus, for each rule read, a one-line ``allow if _fast``
-  (exact on a tidy input, where no ``maybe_error`` holds);
-* the full bundle, for every other input: the rule's modules, the
-  modules they read, the helper library and any extra hand-written
-  modules, deciding ``allow`` itself.
+  ``lib.tidy``; Python's :func:`_fast_profile` decides it here): the
+  rule's ``<rule>.fast.rego`` and, renamed ``allow``, the ``_fast`` of
+  each rule it reads, plus only the library files those call.  It
+  answers true, false, or "maybe" when some check could still raise;
+* the full bundle, for every other input and for "maybe": the rule's
+  modules, the modules they read, the helper library and any extra
+  hand-written modules, deciding ``allow`` itself.
 
 Only ``allow`` is ever read, and only the exact result ``true`` allows:
 undefined, false, a non-boolean or an engine error all deny.  regopy's
@@ -27,12 +27,20 @@ and target keys its checks read.  A hand-edited module gets the whole
 input, so Rego that reads more still works.
 
 Most inputs are ASCII, and Python's ``str.lower()`` of an ASCII string is
-Rego's ``lower()``.  So each such rule has a second bundle in which the
-library's ``py_lower`` (``casefold.rego``: tables and a regex per call)
-is plain ``lower()``; an input whose every string is ASCII is decided
-there, anything else in the full bundle.  A rule qualifies when its
-modules are unedited and lower-case no text of their own (the manifest's
-``ascii_lowering``).
+Rego's ``lower()``.  So a rule's bundles come in variants, each exact on
+the inputs it is used for, and the shape of the input picks one:
+
+* full bundle: as written, or with ``py_lower`` (``casefold.rego``:
+  tables and a regex per call) plain ``lower()`` when every string is
+  ASCII;
+* fast bundle: as written; or, when every string is ASCII and none reads
+  like the ``str()`` of a non-string (``True``, ``42``), with
+  ``lower()`` too and ``str_eq`` plain ``==`` (``PLAIN_COMPARE``); and
+  then, when every role is lower case already, with the roles used as
+  sent (``LOWER_ROLES``).
+
+A rule qualifies for the ASCII variants when its modules are unedited
+and lower-case no text of their own (the manifest's ``ascii_lowering``).
 """
 
 from __future__ import annotations
@@ -63,6 +71,12 @@ ROLES = 'oslo_opa/roles.rego'
 ASCII_ROLES = """package oslo_opa.lib
 
 roles_list_lower := [x | some r in input.credentials.roles; x := lower(r)]
+"""
+# For roles that are all lower case already (as they nearly always are),
+# lower() changes none of them; a call per role is a cost worth saving.
+LOWER_ROLES = """package oslo_opa.lib
+
+roles_list_lower := input.credentials.roles
 """
 _SUBST = 'oslo_opa/subst.rego'
 # The library files a fast path needs for each helper it calls (the file
@@ -246,48 +260,72 @@ def _shape(doc: Any) -> tuple[bool, bool]:
 
 # Converted inputs each pooled interpreter keeps (a few KiB each).
 _INPUTS_KEPT = 256
-_SCALARS = (str, bool, int, type(None))
+
+# The fast bundle variants, by the input's shape (see _fast_profile).
+_FULL = 0  # the library as written
+_SIMPLE = 1  # ASCII and plain: ASCII_CASEFOLD, PLAIN_COMPARE, ASCII_ROLES
+_LOWER = 2  # _SIMPLE, and every role lower case already: LOWER_ROLES
 
 
-def _input_key(doc: Mapping[str, Any]) -> tuple | None:
-    """A key equal for equal fast-path documents, types included (True
-    and 1 are equal in Python, not in Rego), or None."""
+def _plain_ascii(text: str) -> bool:
+    return (
+        text.isascii()
+        and text not in _CONFUSABLE
+        and not text.lstrip('-').isdigit()
+    )
+
+
+def _fast_profile(doc: Mapping[str, Any]) -> tuple[int, tuple | None] | None:
+    """What the fast path needs to know of a decision's input, in one pass.
+
+    None when Python's lib.tidy does not hold (roles not a list of
+    strings, another credential a list or an object, a target value a
+    list, an object or a float): no fast path then.  Otherwise (the fast
+    variant the input may use, a key equal for equal fast-path documents
+    or None): types are in the key, as True and 1 are equal in Python and
+    not in Rego.  Values of a subclass of str, int or bool take the full
+    variant and no key.
+    """
     try:
-        key = []
-        for part in (doc['credentials'], doc['target']):
-            items = []
-            for k, v in part.items():
-                kind = type(v)
-                if kind is list:
-                    if not all(type(x) is str for x in v):
-                        return None
-                    v = tuple(v)
-                elif kind not in _SCALARS:
-                    return None
-                items.append((k, kind, v))
-            key.append(tuple(items))
-        return tuple(key)
+        parts = (doc['credentials'].items(), doc['target'].items())
     except (KeyError, AttributeError, TypeError):
         return None
-
-
-def _tidy(doc: Mapping[str, Any]) -> bool:
-    """Python's lib.tidy: roles a list of strings, other credentials
-    scalars, target values printable (floats are strings by now)."""
-    try:
-        for key, value in doc['credentials'].items():
-            if key == 'roles':
-                if not isinstance(value, list) or not all(
-                    isinstance(r, str) for r in value
-                ):
-                    return False
-            elif isinstance(value, (list, dict)):
-                return False
-        return not any(
-            isinstance(v, (list, dict, float)) for v in doc['target'].values()
-        )
-    except (KeyError, AttributeError, TypeError):
-        return False
+    simple = lower = keyed = True
+    key = []
+    for is_creds, items in zip((True, False), parts, strict=True):
+        part = []
+        for name, value in items:
+            kind = type(value)
+            if is_creds and name == 'roles':
+                if not isinstance(value, list):
+                    return None
+                for role in value:
+                    if type(role) is not str:
+                        if not isinstance(role, str):
+                            return None
+                        simple = keyed = False
+                    elif simple and not _plain_ascii(role):
+                        simple = False
+                    elif lower and not role.islower() and role != role.lower():
+                        lower = False
+                if kind is not list:
+                    simple = keyed = False
+                value = tuple(value)
+            elif kind is str:
+                if simple and not _plain_ascii(value):
+                    simple = False
+            elif isinstance(value, (list, dict)) or (
+                not is_creds and isinstance(value, float)
+            ):
+                return None
+            elif kind is not bool and kind is not int and value is not None:
+                simple = keyed = False
+            if simple and not (type(name) is str and name.isascii()):
+                simple = False
+            part.append((name, kind, value))
+        key.append(tuple(part))
+    variant = (_LOWER if lower else _SIMPLE) if simple else _FULL
+    return variant, tuple(key) if keyed else None
 
 
 def _fast_path(allow_path: str) -> str:
@@ -476,6 +514,7 @@ class RegoPolicy:
         *names: str,
         ascii_only: bool = False,
         plain: bool = False,
+        lower_roles: bool = False,
         extra: Mapping[str, str] | None = None,
     ) -> regopy.Interpreter:
         it = regopy.Interpreter()
@@ -489,7 +528,7 @@ class RegoPolicy:
             elif plain and name == COMPARE:
                 text = PLAIN_COMPARE
             elif plain and ascii_only and name == ROLES:
-                text = ASCII_ROLES
+                text = LOWER_ROLES if lower_roles else ASCII_ROLES
             it.add_module(name, text)
         for name, text in (extra or {}).items():
             it.add_module(name, text)
@@ -527,6 +566,7 @@ class RegoPolicy:
         ascii_only: bool = False,
         fast: bool = False,
         plain: bool = False,
+        lower_roles: bool = False,
     ) -> Any:
         """The compiled bundle deciding rule (built once).
 
@@ -537,26 +577,34 @@ class RegoPolicy:
         :param plain: with fast and ascii_only, for an input where
             ``str_eq`` is ``==`` (see compare.rego): the fast bundle with
             both substitutions.
+        :param lower_roles: with plain, for an input whose roles are all
+            lower case: ``roles_list_lower`` is the roles as sent.
         :raises KeyError: rule is not in the manifest.
         :raises PolicyLoadError: the modules do not compile.
         """
         ascii_only = ascii_only and self._ascii_ok[rule]
-        fast = fast and self._fast_library[rule] is not None
-        # One fast variant per kind of input: simple (ASCII and plain:
-        # both substitutions), or not (neither).  Rules whose fast paths
-        # read the same (most share a check string) share its bundles.
-        key = (
-            self._fast_digest[rule] if fast else rule,
-            fast,
-            ascii_only and (plain or not fast),
-        )
+        if not (fast and self._fast_library[rule] is not None):
+            return self._built((rule, False, ascii_only), rule)
+        variant = _FULL
+        if ascii_only and plain:
+            variant = _LOWER if lower_roles else _SIMPLE
+        return self._fast_bundle(rule, variant)
+
+    def _fast_bundle(self, rule: str, variant: int) -> Any:
+        if variant != _FULL and not self._ascii_ok[rule]:
+            variant = _FULL
+        # Rules whose fast paths read the same (most share a check
+        # string) share its bundles.
+        return self._built((self._fast_digest[rule], True, variant), rule)
+
+    def _built(self, key: tuple[str, bool, int], rule: str) -> Any:
         bundle = self._bundles.get(key)
         if bundle is not None:
             return bundle
         with self._build_lock:
             bundle = self._bundles.get(key)
             if bundle is None:
-                build = self._build_fast if fast else self._build
+                build = self._build_fast if key[1] else self._build
                 bundle = self._bundles[key] = build(rule, key[2])
         return bundle
 
@@ -573,7 +621,8 @@ class RegoPolicy:
             names, entrypoints, f'rule {rule!r}', ascii_only=ascii_only
         )
 
-    def _build_fast(self, rule: str, simple: bool) -> Any:
+    def _build_fast(self, rule: str, variant: int) -> Any:
+        simple = variant != _FULL
         if simple:
             names = self._library_for(rule, FAST_LIBRARY_SIMPLE) or []
         else:
@@ -594,6 +643,7 @@ class RegoPolicy:
             f'rule {rule!r} (fast path)',
             ascii_only=simple,
             plain=simple,
+            lower_roles=variant == _LOWER,
             extra=extra,
         )
 
@@ -646,13 +696,12 @@ class RegoPolicy:
 
     def _query(
         self,
-        rule: str,
+        bundle: Any,
         path: str,
         input_doc: Mapping[str, Any],
-        fast: bool = False,
+        key: tuple | None = None,
     ) -> tuple[bool, str]:
-        ascii_only, plain = _shape(input_doc)
-        bundle = self.bundle(rule, ascii_only, fast, plain)
+        """Query bundle at path; key: input_doc's, to reuse its conversion."""
         with self._pool_lock:
             slot = self._pool.pop() if self._pool else None
         if slot is None:
@@ -661,7 +710,6 @@ class RegoPolicy:
             slot = (it, {})
         it, made = slot
         try:
-            key = _input_key(input_doc) if fast else None
             value = made.get(key) if key is not None else None
             if value is None:
                 value = regofast.make_input(input_doc)
@@ -675,6 +723,12 @@ class RegoPolicy:
             with self._pool_lock:
                 self._pool.append(slot)
 
+    def _full_query(
+        self, rule: str, path: str, input_doc: Mapping[str, Any]
+    ) -> tuple[bool, str]:
+        bundle = self.bundle(rule, _shape(input_doc)[0])
+        return self._query(bundle, path, input_doc)
+
     def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> bool:
         """The rule's ``allow``: true or false, nothing else.
 
@@ -684,7 +738,12 @@ class RegoPolicy:
             ``allow`` is undefined or not a boolean.
         """
         path = self.manifest.rules[rule].path
-        if self._fast_library[rule] is not None and _tidy(input_doc):
+        profile = (
+            _fast_profile(input_doc)
+            if self._fast_library[rule] is not None
+            else None
+        )
+        if profile is not None:
             # lib.tidy holds (decided here, once, not in Rego per rule):
             # the fast bundle decides, unless some check could still
             # raise ("maybe"), when allow does.
@@ -697,7 +756,10 @@ class RegoPolicy:
                 'target': input_doc['target'],
             }
             ok, text = self._query(
-                fast_rule, entry(_SHARED_ALLOW), doc, fast=True
+                self._fast_bundle(fast_rule, profile[0]),
+                entry(_SHARED_ALLOW),
+                doc,
+                profile[1],
             )
             if ok and text == _TRUE:
                 return True
@@ -707,7 +769,7 @@ class RegoPolicy:
                 raise EvaluationError(
                     f'rule {rule!r}: the fast path gave no decision'
                 )
-        ok, text = self._query(rule, path, input_doc)
+        ok, text = self._full_query(rule, path, input_doc)
         if ok and text == _TRUE:
             return True
         if ok and text == _FALSE:
@@ -725,5 +787,5 @@ class RegoPolicy:
         For explaining a decision; :meth:`evaluate` is the decision.
         """
         path = _state_path(self.manifest.rules[rule].path)
-        ok, text = self._query(rule, path, input_doc)
+        ok, text = self._full_query(rule, path, input_doc)
         return _STATES.get(text) if ok else None

@@ -128,10 +128,10 @@ def test_converted_inputs_are_reused_only_for_equal_documents(tmp_path):
     convert(out, policy_files=[str(src)], package_prefix='p')
     policy = engine.RegoPolicy(out)
     keys = {
-        engine._input_key({'credentials': {'is_admin': v}, 'target': {}})
+        engine._fast_profile({'credentials': {'is_admin': v}, 'target': {}})[1]
         for v in (True, 1, '1', 'True', None)
     }
-    assert len(keys) == 5
+    assert len(keys) == 5 and None not in keys
 
     def decide(rule, value):
         doc = {'credentials': {'is_admin': value}, 'target': {}, 'rule': rule}
@@ -181,3 +181,83 @@ def test_data_strings_reach_the_embedded_engine_as_written(tmp_path):
     assert str(bad) in str(e.value) and '.owners[1]' in str(e.value)
     # OPA reads it as written: bundles take it.
     assert engine.load_data([str(bad)])['owners'][1] == 'o"brien'
+
+
+# (credentials, target): tidy or not, by lib.tidy.
+_TIDY_CASES = [
+    ({}, {}),
+    ({'roles': []}, {}),
+    ({'roles': ['reader', 'Admin', 'r\u00f4le']}, {'id': 'x'}),
+    ({'roles': 'admin'}, {}),
+    ({'roles': ['admin', 1]}, {}),
+    ({'roles': ['admin', None]}, {}),
+    ({'roles': {'admin': 1}}, {}),
+    ({'roles': None}, {}),
+    ({'user_id': 'u', 'is_admin': True, 'n': 3, 'd': None}, {}),
+    ({'x': 1.5}, {}),
+    ({'x': [1]}, {}),
+    ({'x': []}, {}),
+    ({'x': {'a': 1}}, {}),
+    ({}, {'a': None, 'b': True, 'c': 7, 'd': 'x'}),
+    ({}, {'a': 1.5}),
+    ({}, {'a': []}),
+    ({}, {'a': {}}),
+]
+
+
+@pytest.mark.parametrize('creds,target', _TIDY_CASES)
+def test_the_python_tidy_is_lib_tidy(creds, target):
+    """The engine decides lib.tidy in Python; the two must agree, or a
+    fast path (which assumes no check can raise) decides wrongly."""
+    import json
+
+    import regopy
+
+    it = regopy.Interpreter()
+    for name, text in _library().items():
+        it.add_module(name, text)
+    doc = {'credentials': creds, 'target': target}
+    it.set_input_term(json.dumps(doc))
+    # A query whose expression is false is undefined: bind the value.
+    tidy = str(it.query('x := data.oslo_opa.lib.tidy'))
+    assert tidy.endswith(('"x":true}}', '"x":false}}')), tidy
+    assert (engine._fast_profile(doc) is not None) is tidy.endswith('true}}')
+
+
+@pytest.mark.parametrize(
+    'roles,variant',
+    [
+        (['reader', 'member'], engine._LOWER),
+        ([], engine._LOWER),
+        (['reader', 'Member'], engine._SIMPLE),
+        (['r\u00f4le'], engine._FULL),
+        (['True'], engine._FULL),
+        (['42'], engine._FULL),
+    ],
+)
+def test_each_fast_variant_decides_as_the_full_policy(
+    tmp_path, roles, variant
+):
+    """The input picks a fast variant; each is exact on its inputs."""
+    src = tmp_path / 'policy.yaml'
+    src.write_text(
+        '"r": "role:member or role:r\u00d4le or role:42 or '
+        '(role:true and project_id:%(p)s)"\n',
+        encoding='utf-8',
+    )
+    out = str(tmp_path / 'out')
+    convert(out, policy_files=[str(src)], package_prefix='p')
+    policy = engine.RegoPolicy(out)
+    assert policy._fast_library['r'] is not None
+    doc = {'credentials': {'roles': roles}, 'target': {}, 'rule': 'r'}
+    assert engine._fast_profile(doc)[0] == variant
+    for extra in ([], ['MEMBER'], ['member'], ['x']):
+        doc = {
+            'credentials': {'roles': roles + extra, 'project_id': 'p1'},
+            'target': {'p': 'p1'},
+            'rule': 'r',
+        }
+        expected = policy.state('r', doc) == 't'
+        assert policy.evaluate('r', doc) is expected, (roles, extra)
+    built = {key[2] for key in policy._bundles if key[1]}
+    assert variant in built
