@@ -580,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         '--services',
-        default='keystone,nova,neutron',
+        default='keystone,nova,neutron,cinder,glance,manila',
         help='services for the decide section',
     )
     parser.add_argument(
