@@ -279,12 +279,12 @@ def _fast_profile(doc: Mapping[str, Any]) -> tuple[int, tuple | None] | None:
     """What the fast path needs to know of a decision's input, in one pass.
 
     None when Python's lib.tidy does not hold (roles not a list of
-    strings, another credential a list or an object, a target value a
-    list, an object or a float): no fast path then.  Otherwise (the fast
-    variant the input may use, a key equal for equal fast-path documents
-    or None): types are in the key, as True and 1 are equal in Python and
-    not in Rego.  Values of a subclass of str, int or bool take the full
-    variant and no key.
+    strings, another credential an object or a list that is not empty,
+    a target value a list, an object or a float): no fast path then.
+    Otherwise (the fast variant the input may use, a key equal for equal
+    fast-path documents or None): types are in the key, as True and 1
+    are equal in Python and not in Rego.  Values of a subclass of str,
+    int or bool take the full variant and no key.
     """
     try:
         parts = (doc['credentials'].items(), doc['target'].items())
@@ -314,6 +314,8 @@ def _fast_profile(doc: Mapping[str, Any]) -> tuple[int, tuple | None] | None:
             elif kind is str:
                 if simple and not _plain_ascii(value):
                     simple = False
+            elif is_creds and kind is list and not value:
+                value = ()  # tidy: a check walks it and finds nothing
             elif isinstance(value, (list, dict)) or (
                 not is_creds and isinstance(value, float)
             ):

@@ -8,8 +8,8 @@ outcomes are plain booleans; so each module also gets
   references, could raise on this input (an over-approximation: it may
   be true when nothing raises, never false when something does).  Most
   of it is ``lib.tidy``, computed once per query: roles are a list of
-  strings, other credentials are scalars, target values print with
-  ``str()``;
+  strings, other credentials are scalars or empty lists, target values
+  print with ``str()``;
 * ``_fast``: the check string as boolean Rego, exact whenever
   ``maybe_error`` is false;
 
@@ -267,9 +267,9 @@ def _inline_once(rules: list[str]) -> list[str]:
 
 _INT = re.compile(r'-?(0|[1-9][0-9]*)')
 
-# Roles that are not a list of strings, a credential that is a list or a
-# dict, a target value with no str() here: once per query, for every
-# rule (the drivers send each rule only the keys it reads).
+# Roles that are not a list of strings, a credential that is a list (not
+# empty) or a dict, a target value with no str() here: once per query,
+# for every rule (the drivers send each rule only the keys it reads).
 _UNTIDY = 'not lib.tidy'
 
 

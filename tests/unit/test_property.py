@@ -791,6 +791,8 @@ def leaf_value(draw, hot: list[Any]) -> Any:
         return [[value]]  # nested list
     if roll == 2:
         return {draw(st.sampled_from(SEGMENTS)): value}
+    if roll == 3:
+        return []  # walked, holds nothing
     return value
 
 
@@ -878,7 +880,8 @@ def cases(draw, role_words: list[str] | None = None) -> tuple[dict, dict]:
     """One (creds, target) pair sharing a couple of hot values.
 
     Half of them are plain: roles a list of strings, every other
-    credential and every target value a scalar.  On plain inputs no
+    credential a scalar or an empty list, and every target value a
+    scalar.  On plain inputs no
     check can raise, and converted rules may decide them another way
     (a boolean fast path) than the rest.
     """
@@ -931,7 +934,9 @@ def plain_case(draw, hot: list[Any]) -> tuple[dict, dict]:
     for key in draw(
         st.lists(st.sampled_from(PLAIN_KEYS), max_size=5, unique=True)
     ):
-        creds[key] = draw(value)
+        # Now and then an empty list, as oslo.context's service_roles
+        # mostly is: still plain (a check walks it, finds nothing).
+        creds[key] = [] if draw(st.integers(0, 9)) == 0 else draw(value)
     keys = draw(st.lists(st.sampled_from(TARGET_KEYS), unique=True))
     return creds, {key: draw(value) for key in keys}
 

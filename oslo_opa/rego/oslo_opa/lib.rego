@@ -297,8 +297,10 @@ failed(parts) := "f" if {
 
 # tidy: no check of any kind can raise on this input, and the fast path
 # sees only the shapes it handles: roles (if any) are a list of strings,
-# every other credential is a scalar, every target value prints with
-# str().  Computed once per query for all rules.
+# every other credential is a scalar or an empty list (oslo.context's
+# service_roles, for most callers: a check walks it and finds nothing,
+# and every fast-path comparison of a list is false), every target
+# value prints with str().  Computed once per query for all rules.
 default tidy := false
 
 tidy if {
@@ -321,6 +323,7 @@ _odd_credential if {
 	some k, v in input.credentials
 	k != "roles"
 	is_array(v)
+	count(v) > 0
 }
 
 _odd_credential if {

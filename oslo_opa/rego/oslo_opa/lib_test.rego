@@ -96,3 +96,11 @@ test_failed_is_false_only_when_a_key_is_missing if {
 	lib.failed([{"key": "k"}]) == "e" with input as {"target": {"k": 1}}
 	lib.failed([]) == "e"
 }
+
+test_tidy_admits_only_shapes_the_fast_path_decides if {
+	lib.tidy with input as {"credentials": {"roles": ["a"], "service_roles": [], "n": 1}, "target": {"p": null}}
+	not lib.tidy with input as {"credentials": {"service_roles": ["service"]}, "target": {}}
+	not lib.tidy with input as {"credentials": {"x": {}}, "target": {}}
+	not lib.tidy with input as {"credentials": {"roles": "a"}, "target": {}}
+	not lib.tidy with input as {"credentials": {}, "target": {"p": []}}
+}
