@@ -13,6 +13,7 @@ cannot run.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -194,7 +195,12 @@ def _test(args: argparse.Namespace) -> int:
     from oslo_opa import regotest
 
     try:
-        results = regotest.run(args.paths, run=args.run, timeout=args.timeout)
+        results = regotest.run(
+            args.paths,
+            run=args.run,
+            timeout=args.timeout,
+            ignore=args.ignore,
+        )
     except regotest.RegoTestError as e:
         # opa test's status when the tests cannot run at all.
         print(f'oslo-opa: error: {e}', file=sys.stderr)
@@ -207,6 +213,12 @@ def _test(args: argparse.Namespace) -> int:
         print('oslo-opa: error: no tests were run', file=sys.stderr)
         return EXIT_FAILED
     return regotest.exit_code(results, args.exit_zero_on_skipped)
+
+
+def _comma_list(value: str) -> list[str]:
+    """A comma-separated (CSV) list, as opa's string-slice flags read
+    theirs: --ignore 'a,b' is two patterns, '"a,b"' one."""
+    return next(csv.reader([value]), [])
 
 
 def _add_test_command(sub: Any) -> None:
@@ -251,6 +263,16 @@ def _add_test_command(sub: Any) -> None:
         default=30.0,
         metavar='SECONDS',
         help='time one test may take (default: %(default)s)',
+    )
+    tst.add_argument(
+        '--ignore',
+        action='extend',
+        type=_comma_list,
+        default=[],
+        metavar='PATTERN',
+        help='skip the files and directories below the paths whose name '
+        "matches, a glob ('.*' skips hidden ones); repeat it or separate "
+        'patterns with commas, as opa test --ignore',
     )
     tst.add_argument(
         '--exit-zero-on-skipped',

@@ -3,12 +3,14 @@
 
 The modules, each with one job:
 
-* ``loader``: find and load modules and data, as ``opa test PATH...``;
+* ``loader``: find and load modules and data, as ``opa test PATH...``
+  (``--ignore`` patterns included);
 * ``lexer``: a small Rego lexer;
 * ``modules``: scan modules for their package, rules and tests, and the
   rewrites regopy needs;
 * ``split``: name tests, and split those whose expressions are
-  independent;
+  independent (``v := <constant>`` then ``... with input as v``
+  included);
 * ``worker``: the worker process regopy runs in (it can crash or hang);
 * ``runner``: compile and evaluate tests in workers (``run``);
 * ``report``: render results as ``opa test`` does.

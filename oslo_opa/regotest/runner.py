@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from oslo_opa.regotest.errors import RegoTestError
@@ -442,7 +443,10 @@ class _Runner:
 
 
 def run(
-    paths: list[str], run: str | None = None, timeout: float = 30.0
+    paths: list[str],
+    run: str | None = None,
+    timeout: float = 30.0,
+    ignore: Sequence[str] = (),
 ) -> list[TestResult]:
     """Run the Rego tests under paths with regopy, as ``opa test`` would.
 
@@ -451,6 +455,9 @@ def run(
     :param run: only tests whose full name (``data.pkg.test_x``) this
         regular expression matches (searched, as opa test ``--run``).
     :param timeout: seconds one test may run before it is an error.
+    :param ignore: glob patterns (Go's filepath.Match, as opa test
+        ``--ignore``): the files and directories below the paths whose
+        name matches one are not loaded.
     :returns: one result per test, in file and source order.
     :raises RegoTestError: a path does not exist, a file cannot be read
         or loaded, the modules do not compile, ``run`` is not a regular
@@ -466,7 +473,7 @@ def run(
         raise RegoTestError(
             f'{run!r} is not a valid regular expression: {e}'
         ) from e
-    modules, data = _load(paths)
+    modules, data = _load(paths, ignore)
     _check_conflicts(modules, data)
     _name_tests(modules)
     _split_tests(modules)

@@ -12,11 +12,17 @@ expression becomes a rule of its own, without its ``with input``
 modifiers, evaluated with the constant input they set as the query's
 input; the test passes when each, in order, is true.  That is what OPA
 computes for independent expressions.
+
+A binding ``v := <constant>`` whose variable is only ever the value of
+later ``with ... as v`` modifiers counts as the constant written there
+(``inp := {...}`` then ``allow with input as inp``): the binding, which
+cannot fail, is dropped and the expressions no longer share ``v``.
 """
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Container, Sequence
 from typing import Any
 
 from oslo_opa.regotest.lexer import (
@@ -125,25 +131,141 @@ def _steps(
     exprs = _split(m.toks, *found)
     if not exprs:
         return None
+    # A local named like a rule or an import hides it in this body.
+    known = known - _declared(m.toks, exprs)
+    subst, dropped = _constants(m.toks, m.text, exprs)
     seen: set[str] = set()
     steps = []
-    for lo, hi in exprs:
-        names = _var_names(m.toks, lo, hi, known)
+    for n, (lo, hi) in enumerate(exprs):
+        if n in dropped:
+            continue
+        names = _var_names(m.toks, lo, hi, known, subst)
         if names & seen:
             return None  # shared: the expressions are not independent
         seen |= names
-        step = _step(m.toks, m.text, lo, hi)
+        step = _step(m.toks, m.text, lo, hi, subst)
         if step is None:
             return None
         steps.append(step)
     return steps
 
 
+def _declared(toks: list[_Tok], exprs: list[tuple[int, int]]) -> set[str]:
+    """Names the body may declare (``x := ...``, ``[x, y] := ...``,
+    ``some x in ...``): an over-approximation, as every name it holds
+    counts as a variable."""
+    names = set()
+    for lo, hi in exprs:
+        depth = toks[lo].depth
+        mark = 'in' if toks[lo].is_('ident', 'some') else ':='
+        end = next(
+            (
+                k
+                for k in range(lo, hi)
+                if toks[k].text == mark and toks[k].depth == depth
+            ),
+            hi if mark == 'in' else lo,
+        )
+        names |= {t.text for t in toks[lo:end] if t.kind == 'ident'}
+    return names - _KEYWORDS
+
+
+def _constants(
+    toks: list[_Tok], text: str, exprs: list[tuple[int, int]]
+) -> tuple[dict[int, str], set[int]]:
+    """The bindings ``v := <constant>`` whose variable is only ever the
+    value of a later ``with ... as v``: the constant's source to write
+    in place of each such v (token index -> text), and the bindings to
+    drop (indexes in exprs).  Binding a constant always succeeds, so
+    dropping it leaves OPA's result as it is."""
+    subst: dict[int, str] = {}
+    dropped: set[int] = set()
+    body = range(exprs[0][0], exprs[-1][1])
+    for n, (lo, hi) in enumerate(exprs):
+        name = _binding(toks, lo, hi)
+        if name is None:
+            continue
+        uses = [k for k in body if k != lo and _mentions(toks, k, name)]
+        if uses and all(k >= hi and _with_value(toks, k, exprs) for k in uses):
+            value = text[toks[lo + 2].start : toks[hi - 1].end]
+            subst.update(dict.fromkeys(uses, value))
+            dropped.add(n)
+    return subst, dropped
+
+
+def _binding(toks: list[_Tok], lo: int, hi: int) -> str | None:
+    """v when the expression [lo, hi) is ``v := <constant>``."""
+    if not (
+        hi - lo >= 3
+        and toks[lo].kind == 'ident'
+        and toks[lo].text not in _KEYWORDS
+        and toks[lo].text != '_'  # each _ is a variable of its own
+        and toks[lo + 1].is_('op', ':=')
+        and _literal(toks[lo + 2 : hi])
+    ):
+        return None
+    return toks[lo].text
+
+
+def _literal(toks: Sequence[_Tok]) -> bool:
+    """A constant that is a literal: no reference into it (``[1][5]`` is
+    undefined) and no arithmetic, so binding it always succeeds."""
+    toks = [t for t in toks if t.kind != 'nl']
+    if not _ground(toks):
+        return False
+    return not any(
+        tok.kind == 'op' and tok.text in ('[', '-') and _term_end(prev)
+        for prev, tok in zip(toks, toks[1:], strict=False)
+    )
+
+
+def _term_end(tok: _Tok) -> bool:
+    """tok may end a term (what follows it applies to that term)."""
+    return tok.kind in ('str', 'raw', 'num', 'ident') or (
+        tok.kind == 'op' and tok.text in (')', ']', '}')
+    )
+
+
+def _mentions(toks: list[_Tok], k: int, name: str) -> bool:
+    """toks[k] may be the variable name: any such identifier but a field
+    (x.name); strings and object keys spelled as strings are not."""
+    if not toks[k].is_('ident', name):
+        return False
+    prev = toks[k - 1] if k else None
+    return not (
+        prev is not None and prev.is_('op', '.') and prev.end == toks[k].start
+    )
+
+
+def _with_value(
+    toks: list[_Tok], k: int, exprs: list[tuple[int, int]]
+) -> bool:
+    """toks[k] is the whole value of a modifier of its expression: ``...
+    with T as <toks[k]>``, then the expression's end or another with."""
+    lo, hi = next((e for e in exprs if e[0] <= k < e[1]), (k, k))
+    if lo == hi:
+        return False  # not in an expression (cannot happen: be safe)
+    # Identifiers do not change the depth: at the expression's, so are
+    # the as and the with around it.
+    return (
+        toks[k].depth == toks[lo].depth
+        and k - 1 > lo
+        and toks[k - 1].is_('ident', 'as')
+        and (k + 1 == hi or toks[k + 1].is_('ident', 'with'))
+    )
+
+
 def _step(
-    toks: list[_Tok], text: str, lo: int, hi: int
+    toks: list[_Tok],
+    text: str,
+    lo: int,
+    hi: int,
+    subst: dict[int, str] | None = None,
 ) -> tuple[str, str | None] | None:
     """The expression [lo, hi) without its ``with input`` modifiers, and
-    the input they set, as a Rego term (None: no input)."""
+    the input they set, as a Rego term (None: no input).  subst: the
+    constants written for variables (see _constants)."""
+    subst = subst or {}
     depth = toks[lo].depth
     withs = [
         k
@@ -170,7 +292,12 @@ def _step(
         if not toks[w + 1].is_('ident', 'input'):
             continue  # with data.x as ...: stays
         parts, dynamic, after = _ref_parts(toks, w + 1, as_)
-        if dynamic or after != as_ or not _ground(toks[as_ + 1 : stop]):
+        if dynamic or after != as_:
+            return None
+        if not (
+            (stop == as_ + 2 and as_ + 1 in subst)
+            or _ground(toks[as_ + 1 : stop])
+        ):
             return None
         if len(parts) == 1:
             if paths or whole:
@@ -183,20 +310,35 @@ def _step(
             cut.append((w, stop))
     term = None
     if whole is not None:
-        term = text[toks[whole[0]].start : toks[whole[1] - 1].end]
+        term = _source(toks, text, subst, *whole)
     elif paths:
         term = _input_term(
-            [(k, text[toks[s].start : toks[e - 1].end]) for k, s, e in paths]
+            [(k, _source(toks, text, subst, s, e)) for k, s, e in paths]
         )
         if term is None:
             return None
+    edits = [(toks[w - 1].end, toks[stop - 1].end, '') for w, stop in cut]
+    edits += [
+        (toks[k].start, toks[k].end, value)
+        for k, value in subst.items()
+        if lo <= k < hi and not any(w <= k < stop for w, stop in cut)
+    ]
     body = []
     pos = toks[lo].start
-    for w, stop in cut:
-        body.append(text[pos : toks[w - 1].end])
-        pos = toks[stop - 1].end
+    for start, end, repl in sorted(edits):
+        body += [text[pos:start], repl]
+        pos = end
     body.append(text[pos : toks[hi - 1].end])
     return ''.join(body).rstrip(), term
+
+
+def _source(
+    toks: list[_Tok], text: str, subst: dict[int, str], lo: int, hi: int
+) -> str:
+    """The source of the term [lo, hi), a variable as its constant."""
+    if hi == lo + 1 and lo in subst:
+        return subst[lo]
+    return text[toks[lo].start : toks[hi - 1].end]
 
 
 def _input_term(mods: list[tuple[list[tuple[str, str]], str]]) -> str | None:
@@ -227,14 +369,19 @@ def _input_term(mods: list[tuple[list[tuple[str, str]], str]]) -> str | None:
 
 
 def _var_names(
-    toks: list[_Tok], lo: int, hi: int, known: frozenset[str]
+    toks: list[_Tok],
+    lo: int,
+    hi: int,
+    known: frozenset[str],
+    skip: Container[int] = (),
 ) -> set[str]:
     """Names in [lo, hi) that may be variables: not rules of the package,
-    imports, keywords, fields (x.name) or functions called."""
+    imports, keywords, fields (x.name), functions called, or the tokens
+    in skip (replaced by constants)."""
     names = set()
     for i in range(lo, hi):
         tok = toks[i]
-        if tok.kind != 'ident' or tok.text in known:
+        if tok.kind != 'ident' or tok.text in known or i in skip:
             continue
         prev = toks[i - 1] if i else None
         if prev is not None and prev.is_('op', '.') and prev.end == tok.start:

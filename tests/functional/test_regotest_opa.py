@@ -22,7 +22,8 @@ the same status.  The paths:
   policy.yaml are data to both; any ``*_test.rego`` the conversion writes
   is run), then with tests generated here for every rule;
 * tests/fixtures/regotest/tricky: failing, erring, skipped tests,
-  non-boolean values, ``with data``, data files, duplicate names...
+  non-boolean values, ``with data``, data files, duplicate names,
+  constants bound to variables...; also with ``--ignore`` patterns.
 """
 
 from __future__ import annotations
@@ -118,6 +119,15 @@ def test_the_tricky_set(opa_bin, capsys):
     assert counts['skip'] == 1
 
 
+def test_ignore_patterns(opa_bin, capsys):
+    plain = assert_agree(opa_bin, capsys, [TRICKY])
+    # cfg/ is not loaded: the test reading its data fails.
+    argv = ['--ignore', '*.yml', '--ignore', 'nothing,c?g', TRICKY]
+    ignored = assert_agree(opa_bin, capsys, argv)
+    assert ignored['fail'] == plain['fail'] + 1
+    assert sum(ignored.values()) == sum(plain.values())
+
+
 @pytest.fixture(scope='module')
 def keystone(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('regotest') / 'keystone')
@@ -156,7 +166,7 @@ def _generated_tests(directory, out):
             }
             doc = {'credentials': creds, 'target': target, 'rule': name}
             c, t = json.dumps(creds), json.dumps(target)
-            form = (i + n) % 4
+            form = (i + n) % 5
             if form == 0:
                 body = f'{{\n\t{allow} with input as {json.dumps(doc)}\n}}'
             elif form == 1:
@@ -166,10 +176,20 @@ def _generated_tests(directory, out):
                     f'{{\n\tnot {allow} with input.credentials as {c} '
                     f'with input.target as {t}\n\t{allow} == false\n}}'
                 )
-            else:
+            elif form == 3:
                 body = (
                     f'{{\n\t{allow} with input.credentials as {c} '
                     f'with input.target as {t}\n}}'
+                )
+            else:
+                # Constants bound to variables, one used twice.
+                body = (
+                    f'{{\n\tinp := {json.dumps(doc)}\n\tcreds := {c}\n'
+                    f'\t{allow} with input as inp\n'
+                    f'\t{allow} with input.credentials as creds '
+                    f'with input.target as {t} '
+                    f'with input.rule as {json.dumps(name)}\n'
+                    f'\tnot {allow} == false with input as inp\n}}'
                 )
             lines.append(f'test_{i} if {body}\n')
         if n < 2:

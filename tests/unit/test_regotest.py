@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from oslo_opa import cli, regotest
+from oslo_opa.regotest import loader as regotest_loader
 from oslo_opa.regotest import worker as regotest_worker
 
 FIXTURES = os.path.join(os.path.dirname(__file__), '..', 'fixtures')
@@ -226,6 +227,16 @@ def test_outcomes_follow_opa_test(tmp_path):
         'test_shared_variable': 'PASS',
         'test_shared_variable_fails': 'FAIL',
         'test_keys_not_identifiers': 'PASS',
+        'test_bound_input': 'PASS',
+        'test_bound_input_fails': 'FAIL',
+        'test_bound_input_twice': 'PASS',
+        'test_bound_input_twice_second_fails': 'FAIL',
+        'test_bound_several': 'PASS',
+        'test_bound_data_fails': 'FAIL',
+        'test_bound_lookalikes': 'PASS',
+        'test_bound_lookalikes_fails': 'FAIL',
+        'test_local_hides_rule': 'PASS',
+        'test_bound_hides_rule': 'PASS',
         'test_no_with': 'PASS',
         'test_reads_another_test': 'PASS',
         'test_builtin_error_fails': 'FAIL',
@@ -285,6 +296,72 @@ def test_data_files_nest_under_their_directories(tmp_path):
     assert [r.outcome for r in results] == ['FAIL']
 
 
+def test_ignore_skips_names_below_the_paths(capsys, tmp_path, monkeypatch):
+    write(
+        tmp_path,
+        {
+            'd/a_test.rego': 'package a\n\ntest_a := true\n',
+            'd/sub/b_test.rego': 'package b\n\ntest_b := true\n',
+            'd/.hid/h_test.rego': 'package h\n\ntest_h := true\n',
+            # Clashes with the rule data.b.test_b: loaded, an error.
+            'd/b/x.json': '{"test_b": 1}',
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+
+    def names(*argv):
+        code, out, err = main(capsys, 'test', '-f', 'json', *argv)
+        assert code in (0, 1), err
+        return sorted(r['name'] for r in json.loads(out)) if out else err
+
+    assert 'conflicting rule' in names('d')
+    assert names('--ignore', 'b', 'd') == ['test_a', 'test_b', 'test_h']
+    # A directory's whole tree; repeated, or comma-separated, as opa's.
+    assert names('--ignore', 'sub', 'd') == ['test_a', 'test_h']
+    assert names('--ignore', 'x.*', '--ignore', '.*', 'd') == [
+        'test_a',
+        'test_b',
+    ]
+    assert names('--ignore', '*_test.rego,b', 'd') == []
+    # A path given is loaded whatever its name.
+    assert names('--ignore', 'd,*.rego', 'd/a_test.rego') == ['test_a']
+    # Malformed (Go's filepath.Match): matches nothing.
+    assert 'conflicting rule' in names('--ignore', '[b', 'd')
+
+
+@pytest.mark.parametrize(
+    'pattern, name, matches',
+    [
+        # as Go's filepath.Match decides (checked against it)
+        ('*.json', 'x.json', True),
+        ('*.json', 'x.yaml', False),
+        ('.*', '.hidden', True),
+        ('a?c', 'abc', True),
+        ('a?c', 'ac', False),
+        ('*', '', True),
+        ('[^a]', 'b', True),
+        ('[^a]', 'a', False),
+        ('[a-c]x', 'bx', True),
+        ('[b-a]', 'a', False),  # an empty range: not an error
+        ('[^b-a]', 'a', True),
+        ('\\*', '*', True),
+        ('\\*', 'a', False),
+        ('[\\]a]', ']', True),
+        ('[!a]', 'b', False),  # ! is not ^ in Go
+        ('[!a]', '!', True),
+        ('x.json', 'X.json', False),
+        # malformed: nothing matches
+        ('[', '[', False),
+        ('[a-]', 'a', False),
+        ('[]a]', 'a', False),
+        ('a\\', 'a\\', False),
+    ],
+)
+def test_ignore_patterns_are_go_globs(pattern, name, matches):
+    rx = regotest_loader._glob(pattern)
+    assert bool(rx and rx.fullmatch(name)) is matches
+
+
 def test_a_test_that_fails_is_reported_failed(tmp_path):
     d = write(
         tmp_path, {'t.rego': 'package t\n\ntest_bad if {\n\t1 == 2\n}\n'}
@@ -303,10 +380,12 @@ test_before if {
 	data.p.allow with input as {"a": [2]}
 }
 
-# regopy aborts compiling `with input as <variable>` over a builtin.
+# regopy aborts compiling `with input as <variable>` over a builtin (x
+# is read elsewhere too, so it is not taken as the constant).
 test_crashes if {
 	x := {"a": [2]}
 	data.p.allow with input as x
+	x.a == [2]
 }
 
 test_after if {
@@ -458,6 +537,109 @@ def test_independent_expressions_are_split():
     assert 'f(1)\n' in helpers
     assert 'not allow with data.d as 2\n' in helpers
     assert 'with input' not in helpers
+
+
+def test_constants_bound_to_a_variable_are_written_in_its_withs():
+    module = scan(
+        """\
+        package m
+
+        test_one if {
+            inp := {"credentials": {"roles": ["reader"]}, "target": {}}
+            allow with input as inp
+        }
+
+        test_twice if {
+            inp := {
+                "a": 1,
+            }; r := ["x"]
+            allow with input as inp
+            not deny with input.credentials.roles as r with data.d as inp
+            object.get({"inp": 1}, "inp", 0) == input.inp
+        }
+        """
+    )
+    one, twice = module.tests
+    assert [s.input_term for s in one.steps] == [
+        '{"credentials": {"roles": ["reader"]}, "target": {}}'
+    ]
+    assert 'inp' not in one.helpers
+    # Used twice, one of two bindings; a string, a key or a field named
+    # like it is not it.
+    inp = '{\n        "a": 1,\n    }'
+    assert [s.input_term for s in twice.steps] == [
+        inp,
+        '{"credentials": {"roles": ["x"]}}',
+        None,
+    ]
+    assert f'not deny with data.d as {inp}\n' in twice.helpers
+    assert ':=' not in twice.helpers
+
+
+@pytest.mark.parametrize(
+    'body',
+    [
+        # read elsewhere too
+        'inp := {"a": 1}\nallow with input as inp\ninp.a == 1',
+        # in a comprehension, where it may be a variable of its own
+        'inp := 1\nallow with input as inp\n[inp | some inp in [2]]',
+        # a variable key
+        'inp := "a"\nallow with input as inp\n{inp: 1} == {"a": 1}',
+        # not the value of a with
+        'inp := 1\nallow with input as inp\nx := 2 + inp',
+        # in a constant, not the whole value
+        'inp := 1\nallow with data.x as {"a": inp}',
+        # a reference into it
+        'inp := {"a": 1}\nallow with data.x as inp.a',
+        # not literals: a reference may be undefined, the rest computed
+        'inp := [{"a": 1}][1]\nallow with input as inp',
+        'inp := 2 - 1\nallow with input as inp',
+        'inp := f(1)\nallow with input as inp',
+        'inp := {"a": x}\nallow with input as inp',
+        # used before it is bound
+        'allow with input as inp\ninp := {"a": 1}',
+        # each _ is a variable of its own
+        '_ := {"a": 1}\nallow with input as _',
+        # = unifies: not a declaration
+        'inp = {"a": 1}\nallow with input as inp',
+    ],
+)
+def test_bindings_not_provably_constants_stay_as_written(body):
+    body = body.replace('\n', '\n\t')
+    module = scan(f'package m\n\ntest_x if {{\n\t{body}\n}}\n')
+    [test] = module.tests
+    assert (test.steps, test.helpers) == (None, '')
+    assert body.split('\n')[0] in module.render()  # compiled as written
+
+
+def test_a_local_named_like_a_rule_is_a_variable():
+    module = scan(
+        """\
+        package m
+
+        import data.lib.roles
+
+        limit := 3
+
+        test_assigned if {
+            limit := 5
+            limit == 5
+        }
+
+        test_some if {
+            some roles in [["a"]]
+            count(roles) == 1
+        }
+
+        test_rule if {
+            limit == 3
+            count(roles) == 1
+        }
+        """
+    )
+    assigned, some, rule = module.tests
+    assert (assigned.steps, some.steps) == (None, None)
+    assert len(rule.steps) == 2
 
 
 @pytest.mark.parametrize(
