@@ -275,16 +275,26 @@ def _plain_ascii(text: str) -> bool:
     )
 
 
-def _fast_profile(doc: Mapping[str, Any]) -> tuple[int, tuple | None] | None:
+def _fast_profile(
+    doc: Mapping[str, Any],
+) -> tuple[int, tuple | None, Mapping[str, Any]] | None:
     """What the fast path needs to know of a decision's input, in one pass.
 
-    None when Python's lib.tidy does not hold (roles not a list of
-    strings, another credential an object or a list that is not empty,
-    a target value a list, an object or a float): no fast path then.
-    Otherwise (the fast variant the input may use, a key equal for equal
-    fast-path documents or None): types are in the key, as True and 1
-    are equal in Python and not in Rego.  Values of a subclass of str,
-    int or bool take the full variant and no key.
+    None when the fast path cannot decide it: lib.tidy does not hold
+    (roles not a list of strings, another credential an object or a
+    list, a target value a list, an object or a float), once credentials
+    holding a list of one string are folded to that string.  Otherwise
+    (the fast variant the input may use, a key equal for equal fast-path
+    documents or None, the credentials to send): types are in the key,
+    as True and 1 are equal in Python and not in Rego.  Values of a
+    subclass of str, int or bool take the full variant and no key.
+
+    The fold is exact for the converter's fast paths: they read a
+    credential other than roles only through generic checks, which
+    oslo.policy walks into a list item by item, so ``["service"]``
+    decides every such check as ``"service"`` does (oslo.context's
+    ``service_roles`` on a service's token).  Hand-edited rules have no
+    fast path.
     """
     try:
         parts = (doc['credentials'].items(), doc['target'].items())
@@ -292,6 +302,7 @@ def _fast_profile(doc: Mapping[str, Any]) -> tuple[int, tuple | None] | None:
         return None
     simple = lower = keyed = True
     key = []
+    folded = {}
     for is_creds, items in zip((True, False), parts, strict=True):
         part = []
         for name, value in items:
@@ -314,6 +325,16 @@ def _fast_profile(doc: Mapping[str, Any]) -> tuple[int, tuple | None] | None:
             elif kind is str:
                 if simple and not _plain_ascii(value):
                     simple = False
+            elif (
+                is_creds
+                and kind is list
+                and len(value) == 1
+                and type(value[0]) is str
+            ):
+                value = folded[name] = value[0]
+                kind = str
+                if simple and not _plain_ascii(value):
+                    simple = False
             elif is_creds and kind is list and not value:
                 value = ()  # tidy: a check walks it and finds nothing
             elif isinstance(value, (list, dict)) or (
@@ -327,7 +348,10 @@ def _fast_profile(doc: Mapping[str, Any]) -> tuple[int, tuple | None] | None:
             part.append((name, kind, value))
         key.append(tuple(part))
     variant = (_LOWER if lower else _SIMPLE) if simple else _FULL
-    return variant, tuple(key) if keyed else None
+    creds = doc['credentials']
+    if folded:
+        creds = {**creds, **folded}
+    return variant, tuple(key) if keyed else None, creds
 
 
 def _fast_path(allow_path: str) -> str:
@@ -753,10 +777,7 @@ class RegoPolicy:
             entry = _fast_path if self._direct[fast_rule] else _decision_path
             # A fast path reads only these (every value costs regopy
             # time to convert).
-            doc = {
-                'credentials': input_doc['credentials'],
-                'target': input_doc['target'],
-            }
+            doc = {'credentials': profile[2], 'target': input_doc['target']}
             ok, text = self._query(
                 self._fast_bundle(fast_rule, profile[0]),
                 entry(_SHARED_ALLOW),

@@ -16,6 +16,11 @@ outcomes are plain booleans; so each module also gets
 and ``allow`` is ``_fast`` when ``maybe_error`` is false, else
 ``state == "t"``.  This module is the one place that knows when each
 check kind can raise.
+
+``_fast`` reads a credential other than ``roles`` only through generic
+checks (``key:match``), which oslo.policy walks into a list item by
+item: the embedded driver relies on it to send a list holding one
+string as that string (see ``engine._fast_profile``).
 """
 
 from __future__ import annotations

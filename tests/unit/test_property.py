@@ -793,6 +793,8 @@ def leaf_value(draw, hot: list[Any]) -> Any:
         return {draw(st.sampled_from(SEGMENTS)): value}
     if roll == 3:
         return []  # walked, holds nothing
+    if roll == 4:
+        return [value]  # walked to the value alone
     return value
 
 
@@ -880,8 +882,8 @@ def cases(draw, role_words: list[str] | None = None) -> tuple[dict, dict]:
     """One (creds, target) pair sharing a couple of hot values.
 
     Half of them are plain: roles a list of strings, every other
-    credential a scalar or an empty list, and every target value a
-    scalar.  On plain inputs no
+    credential a scalar or a list that is empty or holds one string, and
+    every target value a scalar.  On plain inputs no
     check can raise, and converted rules may decide them another way
     (a boolean fast path) than the rest.
     """
@@ -934,9 +936,15 @@ def plain_case(draw, hot: list[Any]) -> tuple[dict, dict]:
     for key in draw(
         st.lists(st.sampled_from(PLAIN_KEYS), max_size=5, unique=True)
     ):
-        # Now and then an empty list, as oslo.context's service_roles
-        # mostly is: still plain (a check walks it, finds nothing).
-        creds[key] = [] if draw(st.integers(0, 9)) == 0 else draw(value)
+        # Now and then a list, empty or of one string, as oslo.context's
+        # service_roles is: a check walks it, as it walks the string.
+        roll = draw(st.integers(0, 9))
+        if roll == 0:
+            creds[key] = []
+        elif roll == 1:
+            creds[key] = [draw(text)]
+        else:
+            creds[key] = draw(value)
     keys = draw(st.lists(st.sampled_from(TARGET_KEYS), unique=True))
     return creds, {key: draw(value) for key in keys}
 
