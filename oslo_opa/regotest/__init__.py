@@ -11,7 +11,8 @@ The modules, each with one job:
 * ``split``: name tests, and split those whose expressions are
   independent (``v := <constant>`` then ``... with input as v``
   included);
-* ``worker``: the worker process regopy runs in (it can crash or hang);
+* ``worker``: the worker process regopy runs in (it can crash or hang),
+  which captures each test's ``print()`` output;
 * ``runner``: compile and evaluate tests in workers (``run``);
 * ``report``: render results as ``opa test`` does.
 
@@ -19,7 +20,10 @@ Not matched: OPA's compile-time checks (unsafe variables, type errors)
 refuse the whole run (exit 1) where regopy compiles and the test fails;
 the cases of a test object whose body fails are not seen (OPA traces
 them), only the cases it produced count; duplicate test names across
-files are numbered in file order (OPA's order is not fixed).
+files are numbered in file order (OPA's order is not fixed); the
+``print()`` output of a test that crashes regopy or times out is lost,
+and regopy formats some printed values its own way (it does not decode
+escapes in strings).
 """
 
 # _scan, _name_tests and _split_tests: for the unit tests of the rewrites.

@@ -31,6 +31,22 @@ def go_duration(ns: int) -> str:
     return f'{minutes}m{out}' if minutes else out
 
 
+# What Go's strings.TrimSpace strips (unicode.IsSpace).
+_GO_SPACE = (
+    ' \t\n\v\f\r\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005'
+    '\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000'
+)
+
+
+def _output_lines(output: bytes) -> list[str]:
+    """A test's print() output as opa test shows it: trimmed, each line
+    indented by two spaces (empty ones too), between empty lines."""
+    if not output:
+        return []
+    text = output.decode('utf-8', 'replace').strip(_GO_SPACE)
+    return ['', *(f'  {line}' for line in text.split('\n')), '']
+
+
 def _leaves(
     subs: dict[str, Any], depth: int = 0
 ) -> Iterator[tuple[int, str, dict[str, Any]]]:
@@ -72,6 +88,7 @@ def render_text(results: Sequence[TestResult], verbose: bool = False) -> str:
                 if sub.get('fail') or verbose:
                     outcome = 'FAIL' if sub.get('fail') else 'PASS'
                     lines.append(f'  {"  " * depth}{key}: {outcome}')
+            lines += _output_lines(r.output)
         if r.error is not None:
             lines.append(f'  {r.error}')
     failures = [r for r in results if r.failed]

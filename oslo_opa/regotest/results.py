@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from typing import Any, ClassVar
 
@@ -15,7 +16,8 @@ class TestResult:
     name (``test_x#01`` for a second definition); ``file``, ``row`` and
     ``col`` where its rule starts; ``duration_ns`` its evaluation time.
     ``sub_results`` holds the cases of a test object (opa test's
-    ``sub_results``), else None.
+    ``sub_results``), else None.  ``output`` is what its ``print()``
+    calls wrote, in order (over all the queries it was split into).
     """
 
     __test__: ClassVar[bool] = False  # not a pytest test class
@@ -31,6 +33,7 @@ class TestResult:
     error_code: str | None = None
     duration_ns: int = 0
     sub_results: dict[str, Any] | None = None
+    output: bytes = b''
     passed: bool = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +70,9 @@ class TestResult:
                 'message': self.error,
             }
         out['duration'] = self.duration_ns
+        if self.output:
+            # Go's []byte: base64 in JSON.
+            out['output'] = base64.b64encode(self.output).decode('ascii')
         if self.sub_results:
             out['sub_results'] = self.sub_results
         return out

@@ -11,6 +11,7 @@ tests regopy cannot compile are errors.
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import os
@@ -90,6 +91,11 @@ def _sub_results(value: Any) -> tuple[bool, dict[str, Any]]:
             failed = True
         out[key] = sub
     return failed, out
+
+
+def _output(reply: dict[str, Any]) -> bytes:
+    """What the test's print() calls wrote (the worker sends base64)."""
+    return base64.b64decode(reply.get('output') or '')
 
 
 class _Runner:
@@ -225,6 +231,13 @@ class _Runner:
                 results[id(test)] = self._judge(test, reply, named)
 
     def _judge(
+        self, test: _Test, reply: dict[str, Any], texts: dict[str, str]
+    ) -> TestResult:
+        result = self._outcome(test, reply, texts)
+        result.output = _output(reply)
+        return result
+
+    def _outcome(
         self, test: _Test, reply: dict[str, Any], texts: dict[str, str]
     ) -> TestResult:
         ns = int(reply.get('ns') or 0)

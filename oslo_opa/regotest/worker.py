@@ -8,6 +8,9 @@ is started again for the next request.
 
 from __future__ import annotations
 
+import base64
+import ctypes
+import functools
 import json
 import os
 import selectors
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 # Resident memory past which the worker is killed: regopy sometimes
@@ -33,33 +37,75 @@ def _serve() -> None:
     """The worker: compile the modules once, evaluate entrypoints.
 
     One JSON line per request on stdin, one per reply on the original
-    stdout; rego-cpp's own diagnostics (printed on stdout) go to stderr.
+    stdout.  rego-cpp writes Rego's print() output on fd 1: while a test
+    is evaluated fd 1 is a capture file (the reply's ``output``), else
+    it is stderr.  rego-cpp's log goes to fd 1 too, interleaved with
+    print(), and cannot be told apart: every interpreter's log level is
+    set to none (a query's governs what its evaluation logs).
     """
     proto = os.fdopen(os.dup(1), 'w', encoding='utf-8')
     os.dup2(2, 1)
+    capture = tempfile.TemporaryFile()  # noqa: SIM115 - the worker's life
     state: dict[str, Any] = {}
     for line in sys.stdin.buffer:
-        msg = json.loads(line)
-        # load: one reply; run: one reply per test, as each is evaluated
-        # (no round trip per test).
-        jobs = msg['tests'] if msg['op'] == 'run' else [None]
-        for steps in jobs:
-            try:
-                if steps is None:
-                    reply = _worker_load(state, msg)
-                else:
-                    reply = _worker_eval(state, steps)
-            except Exception as e:  # noqa: BLE001 - every failure is a reply
-                reply = {'ok': False, 'errors': [f'{type(e).__name__}: {e}']}
+        for reply in _replies(state, json.loads(line), capture):
             proto.write(json.dumps(reply) + '\n')
             proto.flush()
 
 
+def _replies(
+    state: dict[str, Any], msg: dict[str, Any], capture: IO[bytes]
+) -> Iterator[dict]:
+    """load: one reply; run: one reply per test, as each is evaluated
+    (no round trip per test), with its print() output."""
+    if msg['op'] != 'run':
+        yield _reply(functools.partial(_worker_load, state, msg))
+        return
+    for steps in msg['tests']:
+        yield _captured(capture, functools.partial(_worker_eval, state, steps))
+
+
+def _reply(job: Callable[[], dict]) -> dict:
+    """job's reply, or the failure it raised as one."""
+    try:
+        return job()
+    except Exception as e:  # noqa: BLE001 - every failure is a reply
+        return {'ok': False, 'errors': [f'{type(e).__name__}: {e}']}
+
+
+def _flush_c_stdio() -> None:
+    """Write out what rego-cpp left in the C library's stdout buffer."""
+    ctypes.CDLL(None).fflush(None)
+
+
+def _captured(capture: IO[bytes], job: Callable[[], dict]) -> dict:
+    """job's reply with what it wrote on fd 1 (base64, as opa test's
+    JSON), in ``output`` when there is any."""
+    sys.stdout.flush()
+    os.dup2(capture.fileno(), 1)
+    try:
+        reply = _reply(job)
+    finally:
+        _flush_c_stdio()
+        os.dup2(2, 1)
+    # capture and fd 1 shared one offset: rewind for the next test.
+    capture.seek(0)
+    output = capture.read()
+    capture.seek(0)
+    capture.truncate()
+    if output:
+        reply['output'] = base64.b64encode(output).decode('ascii')
+    return reply
+
+
 def _worker_load(state: dict[str, Any], msg: dict[str, Any]) -> dict:
     import regopy
+    from regopy import rego_shared as rs
 
     state.pop('bundle', None)
     it = regopy.Interpreter()
+    # Its log (on stderr here) would hide a crash's last words.
+    it.log_level = rs.LogLevel.NONE
     try:
         if msg['data']:
             # UTF-8, not \u escapes: regopy does not unescape strings.
@@ -88,6 +134,8 @@ def _worker_eval(state: dict[str, Any], steps: list[list[Any]]) -> dict:
     text = _TRUE
     for entry, term in steps:
         query = regopy.Interpreter()
+        # Its log would be taken for the test's print() output.
+        query.log_level = rs.LogLevel.NONE
         if term is not None:
             query.set_input_term(term)
         # The low-level calls: regopy's Output parses the result as JSON

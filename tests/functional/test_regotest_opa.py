@@ -23,7 +23,9 @@ the same status.  The paths:
   is run), then with tests generated here for every rule;
 * tests/fixtures/regotest/tricky: failing, erring, skipped tests,
   non-boolean values, ``with data``, data files, duplicate names,
-  constants bound to variables...; also with ``--ignore`` patterns.
+  constants bound to variables...; also with ``--ignore`` patterns;
+  print() output (print_test.rego), which the JSON carries, also
+  compared as text, with and without ``-v``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 
 import pytest
@@ -41,6 +44,10 @@ from tests import corpus
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 LIBRARY = os.path.join(REPO, 'oslo_opa', 'rego', 'oslo_opa')
 TRICKY = os.path.join(REPO, 'tests', 'fixtures', 'regotest', 'tricky')
+PRINTS = [
+    os.path.join(TRICKY, 'print_test.rego'),
+    os.path.join(TRICKY, 'policy.rego'),
+]
 OPA_TIMEOUT = 600
 # Credentials the generated tests try on every rule.
 CREDENTIALS = [
@@ -126,6 +133,71 @@ def test_ignore_patterns(opa_bin, capsys):
     ignored = assert_agree(opa_bin, capsys, argv)
     assert ignored['fail'] == plain['fail'] + 1
     assert sum(ignored.values()) == sum(plain.values())
+
+
+def test_print_output_in_json(opa_bin, capsys):
+    counts = assert_agree(opa_bin, capsys, PRINTS)
+    assert counts == {'pass': 4, 'fail': 3, 'skip': 0, 'error': 1}
+    _, ours = _ours(capsys, PRINTS)
+    printed = {r['name'] for r in ours if 'output' in r}
+    # The comparison saw output from each kind of test.
+    assert {'test_prints_and_passes', 'test_prints_and_fails'} <= printed
+    assert 'test_prints_then_errors' in printed
+    assert 'test_quiet' not in printed
+
+
+_HEADER = re.compile(r'^\S+:[0-9]+:$')
+_DURATION = re.compile(r' \([0-9.]+[µmn]?s\)$')
+_HL = '-' * 80
+
+
+def _blocks(text):
+    """opa test's text: each test's lines (header first, durations
+    blanked) by header, and the summary.  An error's message (after the
+    block's last empty line) differs in words, and verbose failures'
+    traces are OPA's own: both are left out."""
+    lines = text.split('\n')
+    head = lines.index(_HL) if _HL in lines else len(lines)
+    blocks, current = {}, None
+    for line in lines[:head]:
+        if _HEADER.match(line):
+            current = blocks.setdefault(line, [])
+        assert current is not None, text
+        current.append(_DURATION.sub(' (_)', line))
+    for key, block in blocks.items():
+        if block[1].endswith(': ERROR (_)') and '' in block:
+            last = len(block) - block[::-1].index('')
+            blocks[key] = block[:last]
+    summary = lines[len(lines) - 1 - lines[::-1].index(_HL) :]
+    return blocks, summary
+
+
+def _text(opa_bin, capsys, argv):
+    opa = subprocess.run(
+        [opa_bin, 'test', *argv],
+        capture_output=True,
+        text=True,
+        timeout=OPA_TIMEOUT,
+        check=False,
+    )
+    capsys.readouterr()
+    code = cli.main(['test', *argv])
+    ours = capsys.readouterr().out
+    assert code == opa.returncode == 2, opa.stderr
+    return _blocks(opa.stdout), _blocks(ours)
+
+
+@pytest.mark.parametrize('verbose', [False, True])
+def test_print_output_as_text(opa_bin, capsys, verbose):
+    argv = ['-v', *PRINTS] if verbose else PRINTS
+    (theirs, opa_sum), (mine, our_sum) = _text(opa_bin, capsys, argv)
+    assert mine == theirs
+    assert our_sum == opa_sum
+    shown = '\n'.join(line for block in theirs.values() for line in block)
+    # Not vacuous: output of failing tests, and of passing ones with -v.
+    assert '  failing' in shown
+    assert ('  passing 1 2.5 true null' in shown) is verbose
+    assert len(theirs) == (8 if verbose else 4)
 
 
 @pytest.fixture(scope='module')

@@ -209,7 +209,12 @@ def test_the_api_raises_rego_test_error(tmp_path):
 
 def test_outcomes_follow_opa_test(tmp_path):
     results = regotest.run([TRICKY])
-    got = outcomes(results)
+    # print_test.rego's tests: see the print() output tests below.
+    got = {
+        k: v
+        for k, v in outcomes(results).items()
+        if k.startswith('data.tricky_test.')
+    }
     expected = {
         'test_pass': 'PASS',
         'test_fail': 'FAIL',
@@ -656,3 +661,197 @@ def test_a_local_named_like_a_rule_is_a_variable():
 )
 def test_durations_print_as_go_does(ns, text):
     assert regotest.go_duration(ns) == text
+
+
+# --- print() output ---------------------------------------------------------
+
+PRINTS = """\
+package pr
+
+import data.p
+
+test_passes if {
+	print("pass", 1)
+	print("again")
+	p.allow with input as {"a": [2]}
+}
+
+test_silent if true
+
+# Independent expressions: one query each, run until one is not true.
+test_split if {
+	print("one")
+	p.allow with input as {"a": [2]}
+	print("two")
+	p.allow with input as {"a": [3]}
+	print("three")
+}
+
+test_cases[n] if {
+	some n in ["x", "y"]
+	print("case", n)
+}
+
+test_fails if {
+	print("  spaced  ")
+	print("")
+	print("é")
+	false
+}
+"""
+
+
+def test_print_output_belongs_to_its_test_in_order(tmp_path):
+    d = write(tmp_path, {'p.rego': POLICY, 'pr_test.rego': PRINTS})
+    results = regotest.run([d])
+    assert {r.name: r.output for r in results} == {
+        'test_passes': b'pass 1\nagain\n',
+        'test_silent': b'',
+        'test_split': b'one\ntwo\n',
+        'test_cases': b'case x\ncase y\n',
+        'test_fails': '  spaced  \n\né\n'.encode(),
+    }
+    assert outcomes(results)['data.pr.test_split'] == 'FAIL'
+    # test_split did run as several queries.
+    module = scan(PRINTS)
+    assert len(module.tests[2].steps) == 5
+
+
+def test_print_output_survives_a_crash_of_another_test(tmp_path, monkeypatch):
+    # The worker restarted after test_boom still reports print() output.
+    monkeypatch.setattr(
+        regotest_worker,
+        '_WORKER',
+        textwrap.dedent(
+            """\
+            import os, signal
+            from oslo_opa.regotest import worker as r
+            real = r._worker_eval
+            def crashing(state, steps):
+                if any('boom' in entry for entry, _ in steps):
+                    os.kill(os.getpid(), signal.SIGSEGV)
+                return real(state, steps)
+            r._worker_eval = crashing
+            r._serve()
+            """
+        ),
+    )
+    d = write(
+        tmp_path,
+        {
+            't.rego': """\
+                package t
+
+                test_a if print("a")
+
+                test_boom := true
+
+                test_c if print("c")
+                """
+        },
+    )
+    results = regotest.run([d])
+    assert [(r.outcome, r.output) for r in results] == [
+        ('PASS', b'a\n'),
+        ('ERROR', b''),
+        ('PASS', b'c\n'),
+    ]
+
+
+def test_rego_cpp_log_stays_out_of_print_output(tmp_path, monkeypatch):
+    # rego-cpp logs on fd 1, as print() writes: a worker whose
+    # interpreters start logging still reports only print() output.
+    monkeypatch.setattr(
+        regotest_worker,
+        '_WORKER',
+        textwrap.dedent(
+            """\
+            import regopy
+            from regopy import rego_shared as rs
+            from oslo_opa.regotest import worker as r
+            class Loud(regopy.Interpreter):
+                def __init__(self):
+                    super().__init__()
+                    self.log_level = rs.LogLevel.DEBUG
+            regopy.Interpreter = Loud
+            r._serve()
+            """
+        ),
+    )
+    d = write(tmp_path, {'p.rego': POLICY, 'pr_test.rego': PRINTS})
+    results = regotest.run([d], run='test_passes')
+    assert [r.output for r in results] == [b'pass 1\nagain\n']
+
+
+def printed(**kw):
+    return regotest.TestResult(
+        package='data.pr', name='test_x', file='pr_test.rego', row=3, **kw
+    )
+
+
+def test_text_shows_print_output_as_opa_test_does():
+    quiet = printed(output=b'')
+    passes = printed(output=b'pass\n', duration_ns=1000)
+    fails = printed(
+        failed=True, output='  a  \n\n b\né\n'.encode(), duration_ns=2000
+    )
+    out = regotest.render_text([quiet, passes, fails])
+    # Without -v only the failing test, its output trimmed as a whole,
+    # every line indented (an empty one too), between empty lines.
+    assert out.split('-' * 80)[0].split('\n') == [
+        'pr_test.rego:3:',
+        'data.pr.test_x: FAIL (2µs)',
+        '',
+        '  a  ',
+        '  ',
+        '   b',
+        '  é',
+        '',
+        '',
+    ]
+    verbose = regotest.render_text([quiet, passes, fails], verbose=True)
+    assert verbose.startswith(
+        'pr_test.rego:3:\n'
+        'data.pr.test_x: PASS (0s)\n'
+        'pr_test.rego:3:\n'
+        'data.pr.test_x: PASS (1µs)\n'
+        '\n'
+        '  pass\n'
+        '\n'
+        'pr_test.rego:3:\n'
+        'data.pr.test_x: FAIL (2µs)\n'
+        '\n'
+        '  a  \n'
+    )
+    # The FAILURES section does not repeat it.
+    assert verbose.count('  pass\n') == 1
+
+
+def test_text_shows_output_after_cases_and_before_an_error():
+    cases = printed(
+        sub_results={'a': {'name': 'a'}}, output=b'case a\n', duration_ns=5
+    )
+    error = printed(error='boom', output=b'before\n', duration_ns=5)
+    out = regotest.render_text([cases, error], verbose=True)
+    assert out.startswith(
+        'pr_test.rego:3:\n'
+        'data.pr.test_x: PASS (5ns)\n'
+        '  a: PASS\n'
+        '\n'
+        '  case a\n'
+        '\n'
+        'pr_test.rego:3:\n'
+        'data.pr.test_x: ERROR (5ns)\n'
+        '\n'
+        '  before\n'
+        '\n'
+        '  boom\n'
+    )
+
+
+def test_json_has_print_output_in_base64_after_duration():
+    subs = {'a': {'name': 'a'}}
+    doc = printed(output=b'hi \xff\n', sub_results=subs).as_dict()
+    assert list(doc)[-3:] == ['duration', 'output', 'sub_results']
+    assert doc['output'] == 'aGkg/wo='
+    assert 'output' not in printed().as_dict()
