@@ -35,6 +35,15 @@ def _library() -> dict[str, str]:
     return out
 
 
+def _converted(tmp_path, policy_yaml: str) -> engine.RegoPolicy:
+    """The embedded engine's policy for policy_yaml, converted."""
+    src = tmp_path / 'policy.yaml'
+    src.write_text(policy_yaml, encoding='utf-8')
+    out = str(tmp_path / 'out')
+    convert(out, policy_files=[str(src)], package_prefix='p')
+    return engine.RegoPolicy(out)
+
+
 def _code(text: str) -> str:
     lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith('#')]
     return _STRING.sub('""', '\n'.join(lines))
@@ -92,11 +101,9 @@ def test_corpus_rules_get_a_fast_bundle(tmp_path, service):
 def test_a_read_rule_keeps_its_strings_in_the_fast_bundle(tmp_path):
     """The fast bundle renames a read rule's _fast to allow, not a role
     that happens to be called _fast."""
-    src = tmp_path / 'policy.yaml'
-    src.write_text('a: "role:_fast or role:allow_x"\nb: "rule:a"\n')
-    out = str(tmp_path / 'out')
-    convert(out, policy_files=[str(src)], package_prefix='p')
-    policy = engine.RegoPolicy(out)
+    policy = _converted(
+        tmp_path, 'a: "role:_fast or role:allow_x"\nb: "rule:a"\n'
+    )
     assert policy._fast_library['b'] is not None
 
     def decide(roles):
@@ -111,22 +118,14 @@ def test_a_read_rule_keeps_its_strings_in_the_fast_bundle(tmp_path):
 
 def test_a_rule_named_like_a_test_module_loads(tmp_path):
     """a:test's module is not <x>_test.rego, which tools skip as tests."""
-    src = tmp_path / 'policy.yaml'
-    src.write_text('"a:test": "role:a"\n')
-    out = str(tmp_path / 'out')
-    convert(out, policy_files=[str(src)], package_prefix='p')
-    policy = engine.RegoPolicy(out)
+    policy = _converted(tmp_path, '"a:test": "role:a"\n')
     doc = {'credentials': {'roles': ['A']}, 'target': {}, 'rule': 'a:test'}
     assert policy.evaluate('a:test', doc) is True
 
 
 def test_converted_inputs_are_reused_only_for_equal_documents(tmp_path):
     """True and 1 are equal keys in Python but not equal in Rego."""
-    src = tmp_path / 'policy.yaml'
-    src.write_text('a: "is_admin:True"\nb: "is_admin:1"\n')
-    out = str(tmp_path / 'out')
-    convert(out, policy_files=[str(src)], package_prefix='p')
-    policy = engine.RegoPolicy(out)
+    policy = _converted(tmp_path, 'a: "is_admin:True"\nb: "is_admin:1"\n')
     keys = {
         engine._fast_profile({'credentials': {'is_admin': v}, 'target': {}})[1]
         for v in (True, 1, '1', 'True', None)
@@ -246,15 +245,11 @@ def test_each_fast_variant_decides_as_the_full_policy(
     tmp_path, roles, variant
 ):
     """The input picks a fast variant; each is exact on its inputs."""
-    src = tmp_path / 'policy.yaml'
-    src.write_text(
+    policy = _converted(
+        tmp_path,
         '"r": "role:member or role:r\u00d4le or role:42 or '
         '(role:true and project_id:%(p)s)"\n',
-        encoding='utf-8',
     )
-    out = str(tmp_path / 'out')
-    convert(out, policy_files=[str(src)], package_prefix='p')
-    policy = engine.RegoPolicy(out)
     assert policy._fast_library['r'] is not None
     doc = {'credentials': {'roles': roles}, 'target': {}, 'rule': 'r'}
     assert engine._fast_profile(doc)[0] == variant
@@ -272,15 +267,12 @@ def test_each_fast_variant_decides_as_the_full_policy(
 
 def test_a_list_of_one_string_is_decided_as_the_string(tmp_path):
     """Credentials holding ["s"] take the fast path as "s", exactly."""
-    src = tmp_path / 'policy.yaml'
-    src.write_text(
+    policy = _converted(
+        tmp_path,
         '"one": "service_roles:service and project_id:%(p)s"\n'
         '"both": "x:a and x:b"\n'
-        '"subst": "x:%(p)s or x:pre-%(p)s"\n'
+        '"subst": "x:%(p)s or x:pre-%(p)s"\n',
     )
-    out = str(tmp_path / 'out')
-    convert(out, policy_files=[str(src)], package_prefix='p')
-    policy = engine.RegoPolicy(out)
     doc = {'credentials': {'x': ['a'], 'roles': ['r']}, 'target': {}}
     assert engine._fast_profile(doc)[2] == {'x': 'a', 'roles': ['r']}
     assert doc['credentials']['x'] == ['a']  # the caller's is untouched

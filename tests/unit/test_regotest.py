@@ -411,6 +411,23 @@ def test_a_test_crashing_the_compiler_is_an_error_alone(tmp_path):
     assert 'compiling it' in results[1].error
 
 
+# A worker that dies (SIGSEGV, as regopy does) evaluating a test whose
+# entrypoint names "boom", and evaluates the others as usual.
+_CRASH_ON_BOOM = textwrap.dedent(
+    """\
+    import os, signal
+    from oslo_opa.regotest import worker as r
+    real = r._worker_eval
+    def crashing(state, steps):
+        if any('boom' in entry for entry, _ in steps):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(state, steps)
+    r._worker_eval = crashing
+    r._serve()
+    """
+)
+
+
 def test_a_test_crashing_the_evaluation_is_an_error_alone(
     tmp_path, monkeypatch
 ):
@@ -418,19 +435,7 @@ def test_a_test_crashing_the_evaluation_is_an_error_alone(
     monkeypatch.setattr(
         regotest_worker,
         '_WORKER',
-        textwrap.dedent(
-            """\
-            import os, signal
-            from oslo_opa.regotest import worker as r
-            real = r._worker_eval
-            def crashing(state, steps):
-                if any('boom' in entry for entry, _ in steps):
-                    os.kill(os.getpid(), signal.SIGSEGV)
-                return real(state, steps)
-            r._worker_eval = crashing
-            r._serve()
-            """
-        ),
+        _CRASH_ON_BOOM,
     )
     d = write(
         tmp_path,
@@ -722,19 +727,7 @@ def test_print_output_survives_a_crash_of_another_test(tmp_path, monkeypatch):
     monkeypatch.setattr(
         regotest_worker,
         '_WORKER',
-        textwrap.dedent(
-            """\
-            import os, signal
-            from oslo_opa.regotest import worker as r
-            real = r._worker_eval
-            def crashing(state, steps):
-                if any('boom' in entry for entry, _ in steps):
-                    os.kill(os.getpid(), signal.SIGSEGV)
-                return real(state, steps)
-            r._worker_eval = crashing
-            r._serve()
-            """
-        ),
+        _CRASH_ON_BOOM,
     )
     d = write(
         tmp_path,
