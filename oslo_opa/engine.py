@@ -231,31 +231,26 @@ def load_data(paths: Iterable[str], embedded: bool = False) -> dict[str, Any]:
 _CONFUSABLE = frozenset(('True', 'False', 'None'))
 
 
-def _shape(doc: Any) -> tuple[bool, bool]:
-    """(every string in doc is ASCII, no string value in doc reads like
-    the str() of a non-string), keys included in the first."""
-    ascii_only = plain = True
+def _all_ascii(doc: Any) -> bool:
+    """Every string in doc, keys included, is ASCII (and every value is
+    of a JSON type: anything else is not vouched for)."""
     stack = [doc]
     while stack:
         value = stack.pop()
         kind = type(value)
         if kind is str:
             if not value.isascii():
-                ascii_only = False
-            if value in _CONFUSABLE or value.lstrip('-').isdigit():
-                plain = False
+                return False
         elif kind is dict:
             for key, item in value.items():
                 if not (type(key) is str and key.isascii()):
-                    ascii_only = False
+                    return False
                 stack.append(item)
         elif kind is list:
             stack.extend(value)
         elif kind not in (bool, int) and value is not None:
-            return False, False
-        if not (ascii_only or plain):
-            break
-    return ascii_only, plain
+            return False
+    return True
 
 
 # Converted inputs each pooled interpreter keeps (a few KiB each).
@@ -752,7 +747,7 @@ class RegoPolicy:
     def _full_query(
         self, rule: str, path: str, input_doc: Mapping[str, Any]
     ) -> tuple[bool, str]:
-        bundle = self.bundle(rule, _shape(input_doc)[0])
+        bundle = self.bundle(rule, _all_ascii(input_doc))
         return self._query(bundle, path, input_doc)
 
     def evaluate(self, rule: str, input_doc: Mapping[str, Any]) -> bool:
