@@ -42,6 +42,9 @@ class Manifest:
     default_rule: str | None
     library: tuple[str, ...]
     rules: dict[str, RuleEntry]
+    # Its rules consult the overlays (converted by an oslo.opa that has
+    # them).
+    overlay_hooks: bool = False
 
     def rule_for_match(self, match: str) -> RuleEntry | None:
         """The rule an ``opa:<match>`` check names, if any."""
@@ -116,6 +119,7 @@ def load(directory: str) -> Manifest:
             default_rule=doc.get('default_rule'),
             library=tuple(doc.get('library', ())),
             rules=rules,
+            overlay_hooks=doc.get('overlay_hooks') is True,
         )
     except (KeyError, TypeError, AttributeError) as e:
         raise PolicyLoadError(

@@ -230,7 +230,9 @@ class _RuleCompiler:
             )
         if target not in self.deps:
             self.deps.append(target)
-        return f'data.{self.conv.packages[target]}.state'
+        # The rule as it decides (its allow, then its error), not its
+        # state: an overlay or a hand edit of allow holds here too.
+        return f'_rule{self.deps.index(target) + 1}'
 
     def _note_keys(self, fmt: Format) -> None:
         for key in fmt.keys:
@@ -340,33 +342,10 @@ class _TableCompiler:
             f'# check string: {comment(_check_str(check))}',
         ]
         lines = [*header, f'package {package}', '']
-        if 'lib.' in '\n'.join(maybe) + state:
-            lines += ['import data.oslo_opa.lib', '']
-        lines += [
-            '# The decision: the boolean fast path (_fast, in the',
-            '# .fast.rego file of this package) when no check can raise',
-            '# on this input, else the three-valued state.',
-            'default allow := false',
-            '',
-            'allow if {',
-            '\tnot maybe_error',
-            '\t_fast',
-            '}',
-            '',
-            'allow if {',
-            '\tmaybe_error',
-            '\tstate == "t"',
-            '}',
-            '',
-            '# oslo.policy would raise on this input.',
-            'default error := false',
-            '',
-            'error if {',
-            '\tmaybe_error',
-            '\tstate == "e"',
-            '}',
-            '',
-        ]
+        lines += ['import data.oslo_opa.lib', '']
+        lines += _decision(name)
+        for n, dep in enumerate(rc.deps, 1):
+            lines += _reference(n, dep, self.packages[dep])
         for rule in maybe:
             lines += [rule, '']
         lines += [
@@ -396,6 +375,64 @@ class _TableCompiler:
             ascii_lowering=rc.ascii_lowering,
             fast_entry=not fastpath.special,
         )
+
+
+def _decision(name: str) -> list[str]:
+    """allow, error and the overlay hooks of rule name's module."""
+    rule = rego_string(name)
+    return [
+        '# The decision: false when an overlay denies this rule, else true',
+        '# when one grants it, else the check string: its boolean fast path',
+        '# (_fast, in the .fast.rego file of this package) when no check',
+        '# can raise on this input, else the three-valued state.',
+        'default allow := false',
+        '',
+        'allow if {',
+        '\tnot _denied',
+        '\t_granted',
+        '}',
+        '',
+        'allow if {',
+        '\tnot _denied',
+        '\tnot maybe_error',
+        '\t_fast',
+        '}',
+        '',
+        'allow if {',
+        '\tnot _denied',
+        '\tmaybe_error',
+        '\tstate == "t"',
+        '}',
+        '',
+        '# oslo.policy would raise on this input (and no overlay grants it).',
+        'default error := false',
+        '',
+        'error if {',
+        '\tnot _granted',
+        '\tmaybe_error',
+        '\tstate == "e"',
+        '}',
+        '',
+        '# Overlays (modules in package oslo_opa.overlay) on this rule.',
+        f'_denied if lib.overlay_denies({rule})',
+        '',
+        f'_granted if lib.overlay_grants({rule})',
+        '',
+    ]
+
+
+def _reference(n: int, rule: str, package: str) -> list[str]:
+    """``_rule<n>``: what rule:<rule> evaluates to, as that rule decides
+    ("t" when it allows, "e" when it would raise, else "f")."""
+    return [
+        f'# rule:{comment(rule)}',
+        f'_rule{n} := "t" if data.{package}.allow',
+        '',
+        f'else := "e" if data.{package}.error',
+        '',
+        'else := "f"',
+        '',
+    ]
 
 
 def _check_str(check: _checks.BaseCheck) -> str:

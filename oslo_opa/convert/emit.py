@@ -96,6 +96,7 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
         'package_prefix': conv.prefix,
         'default_rule': conv.default_rule,
         'library': sorted(library_files()),
+        'overlay_hooks': True,
         'rules': rules,
     }
 
