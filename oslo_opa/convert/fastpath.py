@@ -20,7 +20,7 @@ check kind can raise.
 ``_fast`` reads a credential other than ``roles`` only through generic
 checks (``key:match``), which oslo.policy walks into a list item by
 item: the embedded driver relies on it to send a list holding one
-string as that string (see ``engine._fast_profile``).
+string as that string (see ``input_profile.fast_profile``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The embedded engine's fast bundles: what goes in them, and when.
 
 A fast bundle holds only the library files its rule calls
-(``engine.FAST_LIBRARY``).  regopy compiles a call to a function no
+(``bundler.FAST_LIBRARY``).  regopy compiles a call to a function no
 module defines without complaint (the call is simply undefined, so a
 check would quietly fail), so the table is checked here against the
 library itself.
@@ -15,7 +15,7 @@ from importlib import resources
 
 import pytest
 
-from oslo_opa import engine
+from oslo_opa import bundler, engine, input_profile, policy_files
 from oslo_opa.convert import convert
 
 REGO = resources.files('oslo_opa') / 'rego'
@@ -58,7 +58,7 @@ def test_every_fast_helper_comes_with_what_it_calls():
     defined_in = {
         name: path for path, text in library.items() for name in _defined(text)
     }
-    for helper, files in engine.FAST_LIBRARY.items():
+    for helper, files in bundler.FAST_LIBRARY.items():
         assert defined_in[helper] in files, (helper, files)
         names = set()
         for path in files:
@@ -88,14 +88,16 @@ def test_corpus_rules_get_a_fast_bundle(tmp_path, service):
     out = str(tmp_path / service)
     convert(out, policy_files=[os.path.join(CORPUS, f'{service}.policy.yaml')])
     policy = engine.RegoPolicy(out)
-    without = [r for r, lib in policy._fast_library.items() if lib is None]
+    without = [r for r, lib in policy._b.fast_library.items() if lib is None]
     # Only rules in a reference cycle have none (none in these three).
     assert without == []
     # And a fast bundle compiles and decides.
     rule = next(iter(policy.manifest.rules))
     doc = {'credentials': {'roles': ['admin']}, 'target': {}, 'rule': rule}
     policy.evaluate(rule, doc)
-    assert any(key[1] for key in policy._bundles), policy._bundles.keys()
+    assert any(key[0] == 'fast' for key in policy._bundles), (
+        policy._bundles.keys()
+    )
 
 
 def test_a_read_rule_keeps_its_strings_in_the_fast_bundle(tmp_path):
@@ -104,7 +106,7 @@ def test_a_read_rule_keeps_its_strings_in_the_fast_bundle(tmp_path):
     policy = _converted(
         tmp_path, 'a: "role:_fast or role:allow_x"\nb: "rule:a"\n'
     )
-    assert policy._fast_library['b'] is not None
+    assert policy._b.fast_library['b'] is not None
 
     def decide(roles):
         doc = {'credentials': {'roles': roles}, 'target': {}, 'rule': 'b'}
@@ -113,7 +115,7 @@ def test_a_read_rule_keeps_its_strings_in_the_fast_bundle(tmp_path):
     assert decide(['_FAST']) is True
     assert decide(['allow']) is False
     assert decide(['allow_x']) is True
-    assert any(key[1] for key in policy._bundles)
+    assert any(key[0] == 'fast' for key in policy._bundles)
 
 
 def test_a_rule_named_like_a_test_module_loads(tmp_path):
@@ -127,7 +129,9 @@ def test_converted_inputs_are_reused_only_for_equal_documents(tmp_path):
     """True and 1 are equal keys in Python but not equal in Rego."""
     policy = _converted(tmp_path, 'a: "is_admin:True"\nb: "is_admin:1"\n')
     keys = {
-        engine._fast_profile({'credentials': {'is_admin': v}, 'target': {}})[1]
+        input_profile.fast_profile(
+            {'credentials': {'is_admin': v}, 'target': {}}
+        )[1]
         for v in (True, 1, '1', 'True', None)
     }
     assert len(keys) == 5 and None not in keys
@@ -164,7 +168,7 @@ def test_data_strings_reach_the_embedded_engine_as_written(tmp_path):
     good = tmp_path / 'good.json'
     good.write_text('{"owners": ["josé", "ann"]}', encoding='utf-8')
     policy = engine.RegoPolicy(
-        out, data=engine.load_data([str(good)], embedded=True)
+        out, data=policy_files.load_data([str(good)], embedded=True)
     )
 
     def decide(user):
@@ -176,10 +180,10 @@ def test_data_strings_reach_the_embedded_engine_as_written(tmp_path):
     bad = tmp_path / 'bad.json'
     bad.write_text('{"owners": ["ann", "o\\"brien"]}')
     with pytest.raises(engine.PolicyLoadError) as e:
-        engine.load_data([str(bad)], embedded=True)
+        policy_files.load_data([str(bad)], embedded=True)
     assert str(bad) in str(e.value) and '.owners[1]' in str(e.value)
     # OPA reads it as written: bundles take it.
-    assert engine.load_data([str(bad)])['owners'][1] == 'o"brien'
+    assert policy_files.load_data([str(bad)])['owners'][1] == 'o"brien'
 
 
 # (credentials, target): tidy or not, by lib.tidy.
@@ -219,7 +223,7 @@ def test_the_python_tidy_is_lib_tidy(creds, target):
     for name, text in _library().items():
         it.add_module(name, text)
     doc = {'credentials': creds, 'target': target}
-    profile = engine._fast_profile(doc)
+    profile = input_profile.fast_profile(doc)
     # What the fast path is sent: credentials with one-string lists
     # folded to the string.
     sent = doc if profile is None else {**doc, 'credentials': profile[2]}
@@ -233,12 +237,12 @@ def test_the_python_tidy_is_lib_tidy(creds, target):
 @pytest.mark.parametrize(
     'roles,variant',
     [
-        (['reader', 'member'], engine._LOWER),
-        ([], engine._LOWER),
-        (['reader', 'Member'], engine._SIMPLE),
-        (['r\u00f4le'], engine._FULL),
-        (['True'], engine._FULL),
-        (['42'], engine._FULL),
+        (['reader', 'member'], input_profile.LOWER),
+        ([], input_profile.LOWER),
+        (['reader', 'Member'], input_profile.SIMPLE),
+        (['r\u00f4le'], input_profile.FULL),
+        (['True'], input_profile.FULL),
+        (['42'], input_profile.FULL),
     ],
 )
 def test_each_fast_variant_decides_as_the_full_policy(
@@ -250,9 +254,9 @@ def test_each_fast_variant_decides_as_the_full_policy(
         '"r": "role:member or role:r\u00d4le or role:42 or '
         '(role:true and project_id:%(p)s)"\n',
     )
-    assert policy._fast_library['r'] is not None
+    assert policy._b.fast_library['r'] is not None
     doc = {'credentials': {'roles': roles}, 'target': {}, 'rule': 'r'}
-    assert engine._fast_profile(doc)[0] == variant
+    assert input_profile.fast_profile(doc)[0] == variant
     for extra in ([], ['MEMBER'], ['member'], ['x']):
         doc = {
             'credentials': {'roles': roles + extra, 'project_id': 'p1'},
@@ -261,7 +265,7 @@ def test_each_fast_variant_decides_as_the_full_policy(
         }
         expected = policy.state('r', doc) == 't'
         assert policy.evaluate('r', doc) is expected, (roles, extra)
-    built = {key[2] for key in policy._bundles if key[1]}
+    built = {key[2] for key in policy._bundles if key[0] == 'fast'}
     assert variant in built
 
 
@@ -274,14 +278,17 @@ def test_a_list_of_one_string_is_decided_as_the_string(tmp_path):
         '"subst": "x:%(p)s or x:pre-%(p)s"\n',
     )
     doc = {'credentials': {'x': ['a'], 'roles': ['r']}, 'target': {}}
-    assert engine._fast_profile(doc)[2] == {'x': 'a', 'roles': ['r']}
+    assert input_profile.fast_profile(doc)[2] == {'x': 'a', 'roles': ['r']}
     assert doc['credentials']['x'] == ['a']  # the caller's is untouched
     assert (
-        engine._fast_profile({'credentials': {'x': ['a', 'b']}, 'target': {}})
+        input_profile.fast_profile(
+            {'credentials': {'x': ['a', 'b']}, 'target': {}}
+        )
         is None
     )
     assert (
-        engine._fast_profile({'credentials': {'x': [1]}, 'target': {}}) is None
+        input_profile.fast_profile({'credentials': {'x': [1]}, 'target': {}})
+        is None
     )
     cases = [
         ('one', {'service_roles': ['service'], 'project_id': 'p1'}, True),
