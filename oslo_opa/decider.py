@@ -110,6 +110,8 @@ class Decider:
         fallback reads when the driver has none.
     :param fallback_driver: with ``failure_mode = embedded``, the driver
         that decides when ``driver`` fails (None: deny).
+    :param overlays: overlays are configured; the oslo.policy
+        fallback cannot apply them, so with them it denies.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class Decider:
         driver_error: str | None = None,
         rego_path: str | None = None,
         fallback_driver: Driver | None = None,
+        overlays: bool = False,
     ) -> None:
         if failure_mode not in FAILURE_MODES:
             raise ValueError(f'failure_mode must be one of {FAILURE_MODES}')
@@ -135,6 +138,7 @@ class Decider:
         self._own_manifest: tuple[int, Any] | None = None
         self.rego_path = rego_path
         self.fallback_driver = fallback_driver
+        self.overlays = overlays
 
     def decide(self, rule: str, target: Mapping[str, Any], creds: Any) -> bool:
         """Whether creds may do rule on target (never raises)."""
@@ -244,7 +248,11 @@ class Decider:
                         why,
                     )
                     return allowed
-        if self.failure_mode == 'fallback':
+        if self.failure_mode == 'fallback' and self.overlays:
+            # A check string alone would ignore a deny: fail closed.
+            why = f'{why}; overlays are configured, which the fallback '
+            why += 'cannot apply'
+        elif self.failure_mode == 'fallback':
             fallback = self._fallback_for_current_policy()
             if fallback is not None and self._knows(rule):
                 LOG.warning(
@@ -307,6 +315,7 @@ def load(
     rego_path: str | None = None,
     data_path: Sequence[str] = (),
     driver: str = 'embedded',
+    overlay_path: Sequence[str] = (),
     failure_mode: str = 'deny',
     cache_size: int = 1024,
     cache_ttl: float = 30.0,
@@ -316,7 +325,10 @@ def load(
 ) -> Decider:
     """A Decider for a converted directory (or an OPA, with options).
 
-    A driver that cannot start is logged once; the Decider then denies
+    overlay_path names directories of overlays (Rego in package
+    ``oslo_opa.overlay``, see :mod:`oslo_opa.overlay`) applied on top of
+    the converted rules; with the http driver, the same overlays OPA
+    holds.  A driver that cannot start is logged once; the Decider then denies
     (or falls back) on every decision rather than raising.  options are
     the driver's own settings (``opa_url=...`` for the http driver).
     With ``failure_mode='embedded'`` and another driver, the embedded
@@ -325,6 +337,7 @@ def load(
     settings = Settings(
         rego_path=rego_path,
         data_path=tuple(data_path),
+        overlay_path=tuple(overlay_path),
         reload_interval=reload_interval,
         strict_builtin_errors=strict_builtin_errors,
         options=options,
@@ -356,6 +369,7 @@ def load(
         error,
         rego_path=rego_path,
         fallback_driver=fallback,
+        overlays=bool(overlay_path),
     )
 
 
@@ -368,6 +382,7 @@ def from_conf(conf: Any) -> Decider:
     return load(
         rego_path=group.rego_path,
         data_path=group.data_path,
+        overlay_path=group.overlay_path,
         driver=group.driver,
         failure_mode=group.failure_mode,
         cache_size=group.cache_size,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import fixtures
@@ -35,14 +35,21 @@ class RegoPolicy(fixtures.Fixture):
 
     :param rego_path: the output of ``oslo-opa convert``.
     :param data: a document for Rego's ``data`` (see :meth:`set_data`).
+    :param overlay_path: overlay directories (see :mod:`oslo_opa.overlay`),
+        applied as ``[oslo_opa] overlay_path`` applies them; they read
+        the data :meth:`set_data` sets.
     """
 
     def __init__(
-        self, rego_path: str, data: Mapping[str, Any] | None = None
+        self,
+        rego_path: str,
+        data: Mapping[str, Any] | None = None,
+        overlay_path: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.source = rego_path
         self.initial_data = dict(data or {})
+        self.overlay_path = list(overlay_path)
 
     def _setUp(self) -> None:
         tmp = self.useFixture(fixtures.TempDir()).path
@@ -54,6 +61,7 @@ class RegoPolicy(fixtures.Fixture):
         self.decider = decider.load(
             self.path,
             data_path=[self.data_file],
+            overlay_path=self.overlay_path,
             cache_size=0,
             reload_interval=0,
         )
@@ -80,7 +88,8 @@ class RegoPolicy(fixtures.Fixture):
                 os.unlink(fast)
 
     def set_data(self, doc: Mapping[str, Any]) -> None:
-        """Replace the ``data`` document (picked up on the next decision)."""
+        """Replace the ``data`` document (picked up on the next decision,
+        without compiling the converted Rego again)."""
         with open(self.data_file, 'w', encoding='utf-8') as f:
             json.dump(dict(doc), f)
 
@@ -94,11 +103,13 @@ class RegoPolicy(fixtures.Fixture):
         conf.set_override('driver', 'embedded', 'oslo_opa')
         conf.set_override('rego_path', self.path, 'oslo_opa')
         conf.set_override('data_path', [self.data_file], 'oslo_opa')
+        conf.set_override('overlay_path', self.overlay_path, 'oslo_opa')
         conf.set_override('cache_size', 0, 'oslo_opa')
         conf.set_override('reload_interval', 0.0, 'oslo_opa')
         self.addCleanup(conf.clear_override, 'driver', 'oslo_opa')
         self.addCleanup(conf.clear_override, 'rego_path', 'oslo_opa')
         self.addCleanup(conf.clear_override, 'data_path', 'oslo_opa')
+        self.addCleanup(conf.clear_override, 'overlay_path', 'oslo_opa')
         self.addCleanup(conf.clear_override, 'cache_size', 'oslo_opa')
         self.addCleanup(conf.clear_override, 'reload_interval', 'oslo_opa')
         check.reset(conf)

@@ -50,6 +50,20 @@ _options = [
         'objects are merged into the Rego "data" document (for rules that '
         'read relationships or other data). Reloaded like rego_path.',
     ),
+    cfg.ListOpt(
+        'overlay_path',
+        default=[],
+        help='Directories (or files) of overlays: Rego v1 files of your '
+        'own, in package oslo_opa.overlay, that deny or grant rules on top '
+        'of the converted ones (deny[<rule>] contains <reason>, grant['
+        '<rule>] contains <reason>; "*" is every rule). A deny makes the '
+        'rule false, else a grant makes it true, wherever the rule is '
+        'decided, through rule: references too. oslo-opa convert never '
+        'touches them. Reloaded like rego_path; a file that does not load '
+        'keeps the previous policy in force. With driver = http, name the '
+        'overlays OPA holds: the rules they can change are sent the whole '
+        'input.',
+    ),
     cfg.StrOpt(
         'failure_mode',
         default='deny',

@@ -27,6 +27,8 @@ class Settings:
 
     :ivar rego_path: the converted directory (manifest, modules).
     :ivar data_path: JSON/YAML files or directories merged into ``data``.
+    :ivar overlay_path: directories (or files) of overlays: Rego in
+        package ``oslo_opa.overlay`` (see :mod:`oslo_opa.overlay`).
     :ivar reload_interval: seconds between checks for changed files.
     :ivar strict_builtin_errors: a Rego builtin error is an error.
     :ivar options: driver-specific settings (for example the HTTP
@@ -35,6 +37,7 @@ class Settings:
 
     rego_path: str | None = None
     data_path: tuple[str, ...] = ()
+    overlay_path: tuple[str, ...] = ()
     reload_interval: float = 5.0
     strict_builtin_errors: bool = True
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -116,12 +119,13 @@ class PolicyDirDriver(Driver):
     """A driver that follows a converted directory on disk.
 
     At most every ``reload_interval`` seconds a decision looks at the
-    modification times and sizes of the files under :meth:`watched` (as
-    oslo.policy does for policy files).  A change is loaded whole by
-    :meth:`load` before it replaces the policy in force, in one
-    assignment; one that fails to load keeps the previous policy and
-    logs one error per change.  A directory that cannot be loaded at all
-    is retried at the same pace; until then decisions fail.
+    modification times and sizes of the files under :meth:`watched` and
+    :meth:`layers` (as oslo.policy does for policy files).  A change is
+    loaded whole by :meth:`load` (or, when only the layers changed, by
+    :meth:`reload_layers`) before it replaces the policy in force, in one
+    assignment; one that fails to load keeps the previous policy and logs
+    one error per change.  A directory that cannot be loaded at all is
+    retried at the same pace; until then decisions fail.
     """
 
     #: What :meth:`load` reads, for messages.
@@ -146,9 +150,19 @@ class PolicyDirDriver(Driver):
     def load(self) -> Any:
         """Load the directory (a RegoPolicy); raise PolicyLoadError."""
 
+    def reload_layers(self, policy: Any) -> Any:
+        """policy with the files under :meth:`layers` read again (only
+        they changed); by default, :meth:`load`."""
+        return self.load()
+
     def watched(self) -> list[str]:
         """The files and directories whose changes mean a reload."""
         return [self.settings.rego_path]
+
+    def layers(self) -> list[str]:
+        """Files and directories read on top of the converted directory
+        (overlays, data), which :meth:`reload_layers` reloads alone."""
+        return list(self.settings.overlay_path)
 
     def loaded(self, policy: Any) -> None:  # noqa: B027 - optional hook
         """Called once a new policy is in force."""
@@ -162,6 +176,9 @@ class PolicyDirDriver(Driver):
         policy = self._policy
         return policy.manifest if policy is not None else None
 
+    def _stamps(self) -> tuple[tuple, tuple]:
+        return stamp(self.watched()), stamp(self.layers())
+
     def _check(self) -> None:
         """Reload if files changed; never raises."""
         now = time.monotonic()
@@ -171,13 +188,20 @@ class PolicyDirDriver(Driver):
             return  # another thread is looking; keep deciding
         try:
             self._next_check = now + self.settings.reload_interval
-            current = stamp(self.watched())
+            current = self._stamps()
             if current in (self._stamp, self._failed_stamp):
                 return
             try:
-                policy = self.load()
+                if (
+                    self._policy is not None
+                    and self._stamp is not None
+                    and current[0] == self._stamp[0]
+                ):
+                    policy = self.reload_layers(self._policy)
+                else:
+                    policy = self.load()
             except PolicyLoadError as e:
-                if stamp(self.watched()) != current:
+                if self._stamps() != current:
                     # Written while we read it (a conversion replacing
                     # the directory): not a broken policy; look again.
                     self._next_check = 0.0
@@ -194,6 +218,8 @@ class PolicyDirDriver(Driver):
                         e,
                     )
                 return
+            for warning in getattr(policy, 'warnings', ()):
+                LOG.warning('oslo.opa: %s', warning)
             self._policy = policy
             self._stamp = current
             self._failed_stamp = None

@@ -61,6 +61,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from oslo_opa import overlay
 from oslo_opa.drivers.base import DecisionError, PolicyDirDriver, Settings
 from oslo_opa.engine import RegoPolicy
 from oslo_opa.errors import OsloOpaError, PolicyLoadError
@@ -406,8 +407,13 @@ class HttpDriver(PolicyDirDriver):
 
     def load(self) -> RegoPolicy:
         # Only the manifest and module texts are read (for paths and
-        # projection); OPA compiles the policy.
-        return RegoPolicy(self.settings.rego_path)
+        # projection), and the overlays OPA holds too (a rule they can
+        # change is sent the whole input); OPA compiles the policy.
+        paths = self.settings.overlay_path
+        return RegoPolicy(
+            self.settings.rego_path,
+            overlays=overlay.load(paths, embedded=False) if paths else None,
+        )
 
     def loaded(self, policy: RegoPolicy) -> None:
         self._request_warm_up()
