@@ -10,6 +10,8 @@
     bytes.  OPA refuses two bundles with overlapping roots, so one OPA
     serving several services loads each service's bundle built with
     ``library='exclude'`` and the library once, ``library='only'``.
+    Overlays go in under ``overlay/``, with the root ``oslo_opa/overlay``:
+    in one OPA they apply to every service, so they ship in one bundle.
 ``push``
     The modules through OPA's Policy API, one ``PUT /v1/policies/<id>``
     each (ids ``oslo_opa/<prefix>/<file>``, the library under
@@ -25,7 +27,7 @@
     push (a rule at a time); a bundle is swapped atomically instead.
     Putting the new modules under fresh ids and deleting the old ones
     cannot work: a package defined twice has two ``default allow`` and
-    does not compile.
+    does not compile.  Overlays go up with the service's modules.
 ``status``
     OPA's health, the bundles it has activated and their revisions, and
     whether every rule of a manifest resolves (its path is a boolean).
@@ -47,33 +49,44 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from oslo_opa import manifest as manifest_mod
-from oslo_opa.engine import RegoPolicy, load_data, read_modules
+from oslo_opa.engine import RegoPolicy
 from oslo_opa.errors import OsloOpaError, PolicyLoadError
+from oslo_opa.overlay import Overlays
+from oslo_opa.policy_files import load_data, read_modules
 
 LIBRARY_ROOT = 'oslo_opa/lib'
+OVERLAY_ROOT = 'oslo_opa/overlay'
+# Where overlay files go in a bundle, and under a push's ids.
+OVERLAY_DIR = 'overlay'
 ID_PREFIX = 'oslo_opa/'
 LIBRARY_IDS = 'oslo_opa/library/'
 LIBRARY_MODES = ('include', 'exclude', 'only')
 _PACKAGE = re.compile(r'^[ \t]*package[ \t]+([^\s#]+)', re.MULTILINE)
 
 
-def _validate(directory: str, data: Any = None) -> None:
-    """Compile directory whole with regopy; one-line error if it fails."""
-    try:
-        RegoPolicy(directory, data=data).validate()
-    except PolicyLoadError as e:
-        text = str(e)
-        found = re.search(
-            r'\(error \d+:([^|\s]+)\|.*?\(errormsg \d+:([^)]*)\)',
-            text,
-            re.DOTALL,
-        )
-        if found:
-            text = (
-                f'{directory}: does not compile: {found.group(1)}: '
-                f'{found.group(2).strip()}'
-            )
-        raise PolicyLoadError(' '.join(text.split())) from e
+def _validate(
+    directory: str, data: Any = None, overlays: Overlays | None = None
+) -> None:
+    """Compile directory whole, with the overlays, in regopy.
+
+    :raises PolicyLoadError: naming the file and line that does not
+        compile, or the overlay refused.
+    """
+    RegoPolicy(directory, data=data, overlays=overlays).validate()
+
+
+def _overlay_names(overlays: Overlays | None) -> dict[str, str]:
+    """Each overlay file under ``overlay/`` by its base name (and, when
+    two share one, the position of its directory): name -> text."""
+    if not overlays:
+        return {}
+    names: dict[str, str] = {}
+    paths = sorted(overlays.files)
+    bases = [os.path.basename(p) for p in paths]
+    for n, (path, base) in enumerate(zip(paths, bases, strict=True)):
+        name = base if bases.count(base) == 1 else f'{n}-{base}'
+        names[f'{OVERLAY_DIR}/{name}'] = overlays.files[path]
+    return names
 
 
 class OpaError(OsloOpaError):
@@ -121,10 +134,15 @@ def bundle_files(
     library: str = 'include',
     data_paths: Sequence[str] = (),
     revision: str | None = None,
+    overlays: Overlays | None = None,
 ) -> dict[str, bytes]:
     """The files of directory's bundle, ``.manifest`` included.
 
-    :raises PolicyLoadError: not a converted directory, unreadable data.
+    overlays go in under ``overlay/`` (root ``oslo_opa/overlay``), with
+    any library mode: one OPA serving several services holds one set.
+
+    :raises PolicyLoadError: not a converted directory, unreadable data,
+        overlays given for a conversion whose rules do not consult them.
     """
     if library not in LIBRARY_MODES:
         raise ValueError(f'library must be one of {LIBRARY_MODES}')
@@ -147,6 +165,15 @@ def bundle_files(
         else:
             roots.append(path)
         files[rel.replace(os.sep, '/')] = text.encode('utf-8')
+    if overlays:
+        if not manifest.overlay_hooks:
+            raise PolicyLoadError(
+                f'{directory}: converted by an oslo.opa without overlays '
+                f'(its rules do not consult them): convert the policy again'
+            )
+        for name, text in _overlay_names(overlays).items():
+            files[name] = text.encode('utf-8')
+        roots.append(list(OVERLAY_ROOT.split('/')))
     if data_paths and library != 'only':
         data = load_data(data_paths)
         if data:
@@ -190,6 +217,7 @@ def build(
     data_paths: Sequence[str] = (),
     revision: str | None = None,
     validate: bool = True,
+    overlays: Overlays | None = None,
 ) -> dict[str, Any]:
     """Write directory's bundle to output (atomically); its manifest.
 
@@ -199,8 +227,8 @@ def build(
         compile (validate).
     """
     if validate:
-        _validate(directory, load_data(data_paths))
-    files = bundle_files(directory, library, data_paths, revision)
+        _validate(directory, load_data(data_paths), overlays)
+    files = bundle_files(directory, library, data_paths, revision, overlays)
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as gz:
         with tarfile.open(
@@ -311,8 +339,17 @@ def _delete(client: Any, policy_id: str) -> None:
         raise OpaError(f'DELETE {policy_id}: {_errors(status, data)}')
 
 
-def push(directory: str, client: Any, validate: bool = True) -> PushReport:
+def push(
+    directory: str,
+    client: Any,
+    validate: bool = True,
+    overlays: Overlays | None = None,
+) -> PushReport:
     """Upload directory's modules to OPA, all or nothing (see module doc).
+
+    overlays are uploaded with the service's modules (ids
+    ``oslo_opa/<prefix>/overlay/...``); a later push without them removes
+    them.
 
     :raises PolicyLoadError: the directory is not a conversion or does
         not compile (OPA untouched).
@@ -322,7 +359,7 @@ def push(directory: str, client: Any, validate: bool = True) -> PushReport:
     manifest = manifest_mod.load(directory)
     modules = read_modules(directory)
     if validate:
-        _validate(directory)
+        _validate(directory, overlays=overlays)
     own = f'{ID_PREFIX}{manifest.package_prefix}/'
     library_ids = {}
     service_ids = {}
@@ -332,6 +369,8 @@ def push(directory: str, client: Any, validate: bool = True) -> PushReport:
             library_ids[LIBRARY_IDS + rel] = text
         else:
             service_ids[own + rel] = text
+    for name, text in _overlay_names(overlays).items():
+        service_ids[own + name] = text
     try:
         existing = list_policies(client)
     except OpaError as e:
@@ -435,8 +474,13 @@ class Status:
         return self.healthy and not self.unresolved
 
 
-def status(client: Any, directory: str | None = None) -> Status:
-    """OPA's health, bundles and (with directory) whether rules resolve.
+def status(
+    client: Any,
+    directory: str | None = None,
+    overlays: Overlays | None = None,
+) -> Status:
+    """OPA's health, bundles and (with directory) whether rules resolve;
+    the directory's revisions are those of its bundle with overlays.
 
     :raises OpaError: OPA cannot be reached.
     :raises PolicyLoadError: directory is not a conversion.
@@ -468,9 +512,11 @@ def status(client: Any, directory: str | None = None) -> Status:
     for mode in ('include', 'exclude'):
         try:
             report.local_revisions.append(
-                json.loads(bundle_files(directory, mode)['.manifest'])[
-                    'revision'
-                ]
+                json.loads(
+                    bundle_files(directory, mode, overlays=overlays)[
+                        '.manifest'
+                    ]
+                )['revision']
             )
         except PolicyLoadError:
             pass

@@ -23,6 +23,7 @@ engine's job (``engine.py``); OPA compiles them itself.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Iterable, Sequence
 
@@ -170,6 +171,54 @@ def files(paths: Sequence[str]) -> dict[str, str]:
             except (OSError, UnicodeDecodeError) as e:
                 raise OverlayError(f'{name}: cannot read: {e}') from e
     return found
+
+
+def test_inputs(paths: Sequence[str]) -> list[dict]:
+    """The constant inputs (``with input as {...}``) of the operator's
+    ``_test.rego`` files under paths: inputs on which the overlays are
+    known to do something, worth trying on every rule they can touch.
+    Those that are not plain JSON are left out."""
+    found = []
+    for top in paths:
+        names = [top] if os.path.isfile(top) else []
+        for root, dirs, entries in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+            names += [
+                os.path.join(root, e)
+                for e in sorted(entries)
+                if e.endswith('_test.rego')
+            ]
+        for name in names:
+            try:
+                with open(name, encoding='utf-8') as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError):
+                continue
+            found += _constant_inputs(text)
+    return found
+
+
+def _constant_inputs(text: str) -> list[dict]:
+    toks = _lex(text)
+    out = []
+    for i in range(len(toks) - 3):
+        if not (
+            toks[i].is_('ident', 'with')
+            and toks[i + 1].is_('ident', 'input')
+            and toks[i + 2].is_('ident', 'as')
+            and toks[i + 3].is_('op', '{')
+        ):
+            continue
+        close = _matching(toks, i + 3, len(toks))
+        if close is None:
+            continue
+        try:
+            doc = json.loads(text[toks[i + 3].start : toks[close].end])
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc not in out:
+            out.append(doc)
+    return out
 
 
 def load(paths: Sequence[str], embedded: bool = True) -> Overlays:

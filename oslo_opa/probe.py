@@ -183,12 +183,29 @@ def _put(creds: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """What else to try, beyond the policy's own checks: the strings
+    overlays compare (and their data holds), the credential and target
+    keys they read.  Without one, inputs are as before."""
+
+    strings: tuple[str, ...] = ()
+    credentials: tuple[str, ...] = ()
+    target_keys: tuple[str, ...] = ()
+
+
 class InputGenerator:
     """Random inputs for one rule, reproducible from the seed."""
 
-    def __init__(self, leaves: Leaves, seed: int | str = 0) -> None:
+    def __init__(
+        self,
+        leaves: Leaves,
+        seed: int | str = 0,
+        vocabulary: Vocabulary | None = None,
+    ) -> None:
         self.leaves = leaves
         self.rng = random.Random(seed)  # noqa: S311 - test data
+        self.vocabulary = vocabulary
 
     def _target(self) -> dict[str, Any]:
         rng = self.rng
@@ -281,7 +298,31 @@ class InputGenerator:
                 creds[key] = self.rng.choice(POOL)
         self._roles(creds, target)
         self._paths(creds, target)
+        if self.vocabulary is not None:
+            self._words(creds, target, self.vocabulary)
         return creds, target
+
+    def _words(
+        self, creds: dict[str, Any], target: dict[str, Any], vocab: Vocabulary
+    ) -> None:
+        """The vocabulary's strings as roles, and as the values of the
+        keys it names."""
+        rng = self.rng
+        words = list(vocab.strings) or list(POOL)
+        if vocab.strings and rng.random() < 0.5:
+            word = rng.choice(words)
+            role = rng.choice([word, word.upper(), word.title()])
+            roles = creds.get('roles')
+            if isinstance(roles, list):
+                creds['roles'] = [*roles, role]
+            elif 'roles' not in creds:
+                creds['roles'] = [role]
+        for key in vocab.credentials:
+            if key != 'roles' and rng.random() < 0.4:
+                creds[key] = rng.choice(words)
+        for key in vocab.target_keys:
+            if rng.random() < 0.4:
+                target[key] = rng.choice(words)
 
     def inputs(self, count: int) -> list[tuple[dict, dict]]:
         return [self.generate() for _ in range(count)]

@@ -1,0 +1,231 @@
+"""``oslo-opa bundle``, ``push`` and ``status``: the policy in an OPA."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from oslo_opa.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    add_overlay_args,
+    warn,
+)
+from oslo_opa.cli.policy import overlays_of
+
+
+def _check_overlays(args: argparse.Namespace, overlays: Any) -> None:
+    """Warn about (or, with --strict, refuse) overlays naming no rule."""
+    from oslo_opa import manifest
+
+    found = manifest.load(args.directory)
+    warn(overlays.check(found.rules, found.package_prefix, args.strict))
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from oslo_opa import bundle
+
+    overlays = overlays_of(args, embedded=False)
+    if overlays is not None:
+        _check_overlays(args, overlays)
+    built = bundle.build(
+        args.directory,
+        args.output,
+        library=args.library,
+        data_paths=args.data or (),
+        revision=args.revision,
+        overlays=overlays,
+    )
+    print(
+        f'wrote {args.output}: revision {built["revision"]}, roots '
+        f'{", ".join(built["roots"])}'
+    )
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from oslo_opa.drivers import http
+
+    if args.timeout <= 0:
+        raise UsageError('--timeout must be positive')
+    return http.Transport(
+        args.opa_url,
+        connect_timeout=min(args.timeout, 5.0),
+        read_timeout=args.timeout,
+        retries=1,
+        max_connections=1,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        tls_verify=not args.insecure,
+    )
+
+
+def _push(args: argparse.Namespace) -> int:
+    from oslo_opa import bundle
+
+    overlays = overlays_of(args, embedded=False)
+    if overlays is not None:
+        _check_overlays(args, overlays)
+    client = _client(args)
+    try:
+        report = bundle.push(args.directory, client, overlays=overlays)
+    except bundle.PushError as e:
+        print(f'oslo-opa: error: {e}', file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    print(
+        f'pushed {args.directory} to {args.opa_url}: {len(report.put)} '
+        f'module(s) uploaded, {len(report.deleted)} removed, '
+        f'{report.unchanged} unchanged'
+    )
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from oslo_opa import bundle
+
+    client = _client(args)
+    try:
+        st = bundle.status(
+            client, args.directory, overlays_of(args, embedded=False)
+        )
+    except bundle.OpaError as e:
+        print(f'oslo-opa: error: {e}', file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    print(f'OPA at {args.opa_url}: {st.health}')
+    for name, info in st.bundles.items():
+        print(
+            f'bundle {name or "(unnamed)"}: revision '
+            f'{info["revision"] or "(none)"}, roots '
+            f'{", ".join(info["roots"])}'
+        )
+    if st.bundles_error:
+        print(f'bundles: cannot list them ({st.bundles_error})')
+    elif not st.bundles:
+        print('bundles: none (policies pushed or loaded as files)')
+    elif not st.bundles_ready:
+        print('bundles: not all activated yet')
+    if args.directory:
+        if st.bundles:
+            loaded = {b['revision'] for b in st.bundles.values()}
+            same = any(r in loaded for r in st.local_revisions)
+            print(
+                f'{args.directory}: revision '
+                f'{" or ".join(st.local_revisions)} '
+                + ('(loaded)' if same else '(not a loaded revision)')
+                + ' (a bundle with the library, and one without)'
+            )
+        print(f'rules resolved: {st.resolved}/{st.rules}')
+        for name in st.unresolved[:20]:
+            print(f'  unresolved: {name}')
+        if len(st.unresolved) > 20:
+            print(f'  ... and {len(st.unresolved) - 20} more')
+    return EXIT_OK if st.ok else EXIT_FAILED
+
+
+def _opa_client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--opa-url',
+        default='http://127.0.0.1:8181',
+        metavar='URL',
+        help='http://host:port, https://host:port or unix:///path.sock '
+        '(default: %(default)s)',
+    )
+    parser.add_argument('--ca-file', help='CA bundle verifying OPA (https)')
+    parser.add_argument(
+        '--cert-file', help='client certificate for mutual TLS'
+    )
+    parser.add_argument('--key-file', help="the client certificate's key")
+    parser.add_argument(
+        '--insecure',
+        action='store_true',
+        help="do not verify OPA's certificate",
+    )
+    parser.add_argument(
+        '--timeout',
+        type=float,
+        default=60.0,
+        help='seconds to wait for each answer (default: %(default)s)',
+    )
+
+
+def add_commands(sub: Any) -> None:
+    """The bundle, push and status subcommands."""
+    bun = sub.add_parser(
+        'bundle',
+        help='write an OPA bundle of a converted policy',
+        description=(
+            'Write an OPA bundle (.tar.gz) of a converted directory, with a '
+            '.manifest holding a content revision and the roots it owns, '
+            'for opa run --bundle or a bundle server.'
+        ),
+    )
+    bun.add_argument('directory', help='output of oslo-opa convert')
+    bun.add_argument(
+        '--output', '-o', required=True, metavar='FILE', help='bundle file'
+    )
+    bun.add_argument(
+        '--library',
+        choices=('include', 'exclude', 'only'),
+        default='include',
+        help='the helper library (data.oslo_opa.lib): in the bundle '
+        '(default), left out, or alone; one OPA serving several services '
+        'loads their bundles built with "exclude" and one built with "only"',
+    )
+    bun.add_argument(
+        '--data',
+        action='append',
+        metavar='PATH',
+        help='JSON/YAML data file or directory merged into data.json; '
+        'repeatable',
+    )
+    bun.add_argument(
+        '--revision', help='revision to record (default: content hash)'
+    )
+    add_overlay_args(bun, data=False)
+    bun.set_defaults(func=_bundle)
+
+    psh = sub.add_parser(
+        'push',
+        help="upload a converted policy through OPA's Policy API",
+        description=(
+            'Upload the modules of a converted directory to a running OPA '
+            '(PUT /v1/policies/...), removing the modules of an earlier '
+            'push that are gone. All or nothing: when OPA refuses a '
+            'module, every change already made is undone (exit 1).'
+        ),
+    )
+    psh.add_argument('directory', help='output of oslo-opa convert')
+    _opa_client_args(psh)
+    add_overlay_args(psh, data=False)
+    psh.set_defaults(func=_push)
+
+    sta = sub.add_parser(
+        'status',
+        help="OPA's health, bundles, and whether a manifest's rules resolve",
+        description=(
+            "Report OPA's health, the bundles it has activated with their "
+            'revisions and, given a converted directory, whether every rule '
+            'of its manifest resolves to a boolean. Exit 0 when healthy and '
+            'complete, 1 otherwise.'
+        ),
+    )
+    sta.add_argument(
+        'directory', nargs='?', help='output of oslo-opa convert (optional)'
+    )
+    _opa_client_args(sta)
+    sta.add_argument(
+        '--overlay',
+        action='append',
+        default=[],
+        metavar='DIR',
+        help='overlays shipped with the bundle: the revision compared '
+        'includes them; repeatable',
+    )
+    sta.set_defaults(func=_status)
