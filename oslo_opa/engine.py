@@ -21,8 +21,10 @@ hand-edited rule gets the whole input, so Rego that reads more works.
 Overlays (``overlay.py``) are applied in two steps, so that a rule they
 cannot change, and an input on which they say nothing, keep the fast
 path and the projected input: first one query over the overlay modules
-and the data alone says which rules an overlay denies or grants on the
-whole input (``overlay_query``); a deny or a grant of the rule itself
+and the data alone says which of the rules it reads an overlay denies
+or grants on the input (``overlay_query``; the overlays are sent the
+keys they read, or everything when they may read any, and their answer
+is remembered for the same keys); a deny or a grant of the rule itself
 decides at once; a rule it reads being denied or granted sends the
 decision to the rule's full bundle with the overlays compiled in, as
 OPA evaluates it; otherwise the converted rule decides as without
@@ -33,9 +35,11 @@ alone (:meth:`RegoPolicy.replace`).
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import os
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -50,6 +54,10 @@ from oslo_opa.policy_files import read_modules
 
 # Converted inputs each pooled interpreter keeps (a few KiB each).
 _INPUTS_KEPT = 256
+# Overlay verdicts remembered, and the builtins whose answers change
+# from one call to the next (no verdict is remembered then).
+_VERDICTS_KEPT = 4096
+_UNSTABLE = re.compile(r'\b(time|rand|uuid|http|net|opa)\.[a-z_]+\(')
 
 _TRUE = '{"expressions":[true]}'
 _FALSE = '{"expressions":[false]}'
@@ -138,12 +146,29 @@ class RegoPolicy:
                 self.overlays.can_touch(r) for r in self.manifest.closure(name)
             )
         )
-        # For each such rule, the others it reads.
-        self._reach = {
-            name: frozenset(self.manifest.closure(name)) - {name}
-            for name in self._touched
-        }
+        # For each such rule, the keys to ask about: those of the rules
+        # it reads (itself included) an overlay may have, and "*".
+        self._ask: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        # The query module for each list of keys (rules share them).
+        self._ask_module: dict[tuple, str] = {}
+        for name in self._touched:
+            closure = self.manifest.closure(name)
+            ask = (
+                tuple(self.overlays.keys_to_ask('deny', closure)),
+                tuple(self.overlays.keys_to_ask('grant', closure)),
+            )
+            self._ask[name] = ask
+            if ask not in self._ask_module:
+                self._ask_module[ask] = overlay_query.verdicts_module(*ask)
         self._projection = {}
+        # What the overlays said, by the keys asked and the input they
+        # read: the same input gets the same answer, unless an overlay
+        # reads the clock or a random number.
+        self._verdict_cache = (
+            None
+            if _UNSTABLE.search('\n'.join(self.overlays.files.values()))
+            else collections.OrderedDict()
+        )
 
     def replace(
         self,
@@ -168,40 +193,64 @@ class RegoPolicy:
         :raises PolicyLoadError: naming the file and line at fault.
         """
         if self.overlays:
-            self._overlay_query_bundle()
+            self._overlay_query(overlay_query.REASONS_MODULE)
 
-    def _overlay_query_bundle(self) -> Any:
+    def _overlay_query(self, module: str) -> Any:
+        """A bundle of the overlays, the data and a query module."""
+
         def build() -> Any:
             texts = dict(self.overlays.files)
-            if any(
-                r[:2] == ('oslo_opa', 'lib') for *_, r in self.overlays.reads
-            ):
+            reads = [r for *_, r in self.overlays.reads]
+            if any(r[:2] == ('oslo_opa', 'lib') for r in reads):
                 texts.update(
                     (m, self.modules[m])
                     for m in self.manifest.library
                     if m in self.modules
                 )
-            texts[overlay_query.FILE] = overlay_query.MODULE
+            texts[overlay_query.FILE] = module
+            entry = (
+                overlay_query.REASONS
+                if module is overlay_query.REASONS_MODULE
+                else overlay_query.VERDICTS
+            )
             return self._b.compile(
-                texts,
-                [overlay_query.VERDICTS, overlay_query.REASONS],
-                'the overlays',
-                self.data_json,
+                texts, [entry], 'the overlays', self.data_json
             )
 
-        return self._cached(self._data_bundles, ('overlays',), build)
+        return self._cached(self._data_bundles, ('overlays', module), build)
 
     def _verdicts(
-        self, input_doc: Mapping[str, Any]
+        self, rule: str, input_doc: Mapping[str, Any]
     ) -> tuple[frozenset[str], frozenset[str]]:
-        """The rules an overlay denies, and grants, on input_doc ("*":
-        every rule)."""
+        """Of the rules rule reads (itself included) and "*", those an
+        overlay denies, and those it grants, on input_doc."""
+        ask = self._ask[rule]
+        key = None
+        if self._verdict_cache is not None:
+            key = (ask, json.dumps(input_doc, sort_keys=True))
+            with self._pool_lock:
+                hit = self._verdict_cache.get(key)
+                if hit is not None:
+                    self._verdict_cache.move_to_end(key)
+                    return hit
+        denies, grants = ask
         ok, text = self._query(
-            self._overlay_query_bundle(), overlay_query.VERDICTS, input_doc
+            self._overlay_query(self._ask_module[ask]),
+            overlay_query.VERDICTS,
+            input_doc,
         )
-        found = overlay_query.parse_verdicts(text) if ok else None
+        found = (
+            overlay_query.parse_verdicts(text, denies, grants) if ok else None
+        )
         if found is None:
-            raise EvaluationError('the overlays gave no verdict')
+            raise EvaluationError(
+                f'rule {rule!r}: the overlays gave no verdict'
+            )
+        if key is not None:
+            with self._pool_lock:
+                self._verdict_cache[key] = found
+                if len(self._verdict_cache) > _VERDICTS_KEPT:
+                    self._verdict_cache.popitem(last=False)
         return found
 
     def overlay_reasons(
@@ -216,7 +265,9 @@ class RegoPolicy:
         if rule not in self._touched:
             return {'deny': {}, 'grant': {}}
         ok, text = self._query(
-            self._overlay_query_bundle(), overlay_query.REASONS, input_doc
+            self._overlay_query(overlay_query.REASONS_MODULE),
+            overlay_query.REASONS,
+            input_doc,
         )
         found = overlay_query.parse_reasons(text) if ok else None
         if found is None:
@@ -232,15 +283,19 @@ class RegoPolicy:
     def _overlaid(
         self, rule: str, input_doc: Mapping[str, Any]
     ) -> bool | None:
-        """rule's decision where an overlay changes it on input_doc (the
-        whole input, as overlays see it), else None: the converted rule
-        decides."""
-        denied, granted = self._verdicts(input_doc)
+        """rule's decision where an overlay changes it on input_doc, else
+        None: the converted rule decides.  The overlays are asked with
+        what they read of it."""
+        theirs = self.overlays.input_keys
+        asked = input_doc
+        if theirs is not None:
+            asked = _project(input_doc, theirs, self.overlays.reads_rule)
+        denied, granted = self._verdicts(rule, asked)
         if rule in denied or overlay.EVERY_RULE in denied:
             return False
         if rule in granted or overlay.EVERY_RULE in granted:
             return True
-        if not self._reach[rule] & (denied | granted):
+        if not denied | granted:
             return None
         # A rule it reads is denied or granted: the Rego decides, with
         # the overlays compiled in, as OPA would.
@@ -340,12 +395,20 @@ class RegoPolicy:
     # --- inputs ------------------------------------------------------------
 
     def projection(self, rule: str) -> tuple[list[str], list[str]] | None:
-        """(credential keys, target keys) rule reads, or None for all:
-        a hand-edited rule, or one an overlay may change (overlays see
-        the whole input)."""
-        if rule in self._touched:
+        """(credential keys, target keys) rule reads, or None for all (a
+        hand-edited rule).  For a rule an overlay may change, with what
+        the overlays read: they see the input as the service passed it,
+        and cannot tell apart two inputs that differ in nothing else."""
+        own = self._own_keys(rule)
+        if rule not in self._touched:
+            return own
+        theirs = self.overlays.input_keys
+        if own is None or theirs is None:
             return None
-        return self._own_keys(rule)
+        return (
+            list(dict.fromkeys(own[0] + theirs[0])),
+            list(dict.fromkeys(own[1] + theirs[1])),
+        )
 
     def _own_keys(self, rule: str) -> tuple[list[str], list[str]] | None:
         """What rule's converted Rego reads; None when it is edited."""
@@ -505,12 +568,17 @@ def _data_json(data: Mapping[str, Any] | None) -> str | None:
 
 
 def _project(
-    doc: Mapping[str, Any], keys: tuple[list[str], list[str]]
+    doc: Mapping[str, Any],
+    keys: tuple[list[str], list[str]],
+    rule: bool = True,
 ) -> dict[str, Any]:
-    """doc with only the credential and target keys named."""
+    """doc with only the credential and target keys named (and the rule,
+    unless rule is false)."""
     creds, target = doc['credentials'], doc['target']
-    return {
+    out = {
         'credentials': {k: creds[k] for k in keys[0] if k in creds},
         'target': {k: target[k] for k in keys[1] if k in target},
-        'rule': doc.get('rule'),
     }
+    if rule:
+        out['rule'] = doc.get('rule')
+    return out

@@ -81,6 +81,8 @@ class Overlays:
         trying).
     :ivar credentials: the credential keys they read.
     :ivar target_keys: the target keys they read.
+    :ivar whole_input: whether they may read more than those keys.
+    :ivar reads_rule: whether they read ``input.rule``.
     """
 
     files: dict[str, str]
@@ -89,6 +91,17 @@ class Overlays:
     strings: tuple[str, ...] = ()
     credentials: tuple[str, ...] = ()
     target_keys: tuple[str, ...] = ()
+    whole_input: bool = False
+    reads_rule: bool = False
+
+    @property
+    def input_keys(self) -> tuple[list[str], list[str]] | None:
+        """(credential keys, target keys) the overlays read, or None when
+        they may read any (a reference into input that is not a literal
+        key): all they can tell apart of an input."""
+        if self.whole_input:
+            return None
+        return list(self.credentials), list(self.target_keys)
 
     def __bool__(self) -> bool:
         return bool(self.files)
@@ -110,6 +123,16 @@ class Overlays:
     def can_touch(self, rule: str) -> bool:
         """Whether an overlay may deny or grant rule on some input."""
         return self.every_rule or rule in self.named
+
+    def keys_to_ask(self, kind: str, rules: Iterable[str]) -> list[str]:
+        """Of rules (and ``"*"``), the keys a ``kind`` rule may have:
+        what to ask about a decision that reads rules."""
+        mine = [k for k in self.keys if k.kind == kind]
+        if any(k.rule is None for k in mine):
+            return [*rules, EVERY_RULE]
+        named = {k.rule for k in mine}
+        out = [r for r in rules if r in named]
+        return out + [EVERY_RULE] if EVERY_RULE in named else out
 
     def check(
         self, rules: Iterable[str], prefix: str, strict: bool = False
@@ -238,6 +261,7 @@ def parse(texts: dict[str, str], embedded: bool = True) -> Overlays:
     strings: list[str] = []
     creds: list[str] = []
     target: list[str] = []
+    whole = rule_read = False
     for path, text in texts.items():
         toks = _lex(text)
         _check_strings(path, text, toks, embedded)
@@ -272,6 +296,11 @@ def parse(texts: dict[str, str], embedded: bool = True) -> Overlays:
                 creds.append(names[1])
             elif names[:1] == ('target',) and len(names) > 1:
                 target.append(names[1])
+            elif names == ('rule',):
+                rule_read = True
+            else:
+                # input, input.credentials, input[x]...: may read anything.
+                whole = True
     return Overlays(
         files=dict(texts),
         keys=tuple(keys),
@@ -279,6 +308,8 @@ def parse(texts: dict[str, str], embedded: bool = True) -> Overlays:
         strings=tuple(dict.fromkeys(strings)),
         credentials=tuple(dict.fromkeys(creds)),
         target_keys=tuple(dict.fromkeys(target)),
+        whole_input=whole,
+        reads_rule=rule_read,
     )
 
 
