@@ -72,7 +72,8 @@ _options = [
             (
                 'fallback',
                 "Decide with the rule's oslo.policy check string recorded "
-                'in the manifest when the driver fails.',
+                'in the manifest when the driver fails (with overlay_path '
+                'set, deny: the check string cannot apply overlays).',
             ),
             (
                 'embedded',

@@ -40,6 +40,9 @@ Sections (all by default, or name them):
     p50), and the client's overhead over OPA's own time for the request
     (``?metrics``: ``timer_server_handler_ns``), with how often OPA found
     the query prepared (it keeps 100 paths).
+``overlay``
+    What overlays cost the embedded driver: p50/p99 against native and
+    against no overlay (``bench_overlays.py``).
 """
 
 from __future__ import annotations
@@ -574,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         'sections',
         nargs='*',
         metavar='SECTION',
-        help='convert, load, decide, startup, threads, http (default: all)',
+        help='convert, load, decide, startup, threads, http, overlay '
+        '(default: all)',
     )
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument(
@@ -586,12 +590,25 @@ def main(argv: list[str] | None = None) -> int:
         help='services for the decide section',
     )
     parser.add_argument(
+        '--overlay-services',
+        default='keystone,nova,neutron',
+        help='services for the overlay section',
+    )
+    parser.add_argument(
         '--http-services',
         default='placement,nova',
         help='services for the http section',
     )
     args = parser.parse_args(argv)
-    known = ['convert', 'load', 'decide', 'startup', 'threads', 'http']
+    known = [
+        'convert',
+        'load',
+        'decide',
+        'startup',
+        'threads',
+        'http',
+        'overlay',
+    ]
     sections = args.sections or known
     unknown = set(sections) - set(known)
     if unknown:
@@ -609,6 +626,12 @@ def main(argv: list[str] | None = None) -> int:
             bench_threads(work, args.requests)
         if 'http' in sections:
             bench_http(work, args.http_services.split(','), args.requests)
+        if 'overlay' in sections:
+            from bench_overlays import bench_overlays
+
+            bench_overlays(
+                work, args.overlay_services.split(','), args.requests
+            )
     return 0
 
 
