@@ -75,3 +75,29 @@ def test_configure_an_enforcer(converted):
         assert enforcer.enforce('delete_thing', {}, admin)
         rego.override_rule('admin', 'allow := false')
         assert not enforcer.enforce('delete_thing', {}, admin)
+
+
+def test_overlays_read_the_data_set_data_sets(converted, tmp_path):
+    """An overlay reading a data document: set_data() changes what it
+    decides, through the rule that reads the overlaid one too."""
+    odir = tmp_path / 'overlays'
+    odir.mkdir()
+    (odir / 'frozen.rego').write_text(
+        'package oslo_opa.overlay\n\n'
+        'deny["admin"] contains "frozen" if '
+        'input.credentials.user_id in data.frozen\n'
+    )
+    admin = {'roles': ['admin'], 'user_id': 'u1'}
+    with fixture.RegoPolicy(
+        converted, data={'frozen': []}, overlay_path=[str(odir)]
+    ) as rego:
+        assert rego.decide('delete_thing', {}, admin)
+        assert rego.decide('get_thing', {'project_id': 'p9'}, admin)
+        rego.set_data({'frozen': ['u1']})
+        assert not rego.decide('delete_thing', {}, admin)
+        assert not rego.decide('get_thing', {'project_id': 'p9'}, admin)
+        # get_thing's own branch still holds for the frozen admin.
+        own = {**admin, 'project_id': 'p9'}
+        assert rego.decide('get_thing', {'project_id': 'p9'}, own)
+        rego.set_data({'frozen': ['u2']})
+        assert rego.decide('delete_thing', {}, admin)
