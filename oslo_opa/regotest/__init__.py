@@ -10,7 +10,8 @@ The modules, each with one job:
   rewrites regopy needs;
 * ``split``: name tests, and split those whose expressions are
   independent (``v := <constant>`` then ``... with input as v``
-  included);
+  included), their ``with data.P as C`` made a variant of the modules
+  and data where that is what OPA evaluates;
 * ``worker``: the worker process regopy runs in (it can crash or hang),
   which captures each test's ``print()`` output;
 * ``runner``: compile and evaluate tests in workers (``run``);

@@ -59,6 +59,9 @@ class _Test:
     entry: str = ''  # regopy entrypoint: pkg/path/test_x
     steps: list[_Step] | None = None  # when split (see split.py)
     helpers: str = ''  # the rules of its steps
+    # Its steps' ``with data.P as C`` modifiers honoured by a variant of
+    # the modules and data (see split.py): sorted (P, C as JSON) pairs.
+    patch: tuple[tuple[tuple[str, ...], str], ...] = ()
 
 
 @dataclasses.dataclass
@@ -76,6 +79,7 @@ class _Module:
     rules: list[tuple[tuple[str, ...], int]] = dataclasses.field(
         default_factory=list
     )
+    functions: bool = False  # it defines a function
 
     @property
     def package_name(self) -> str:
@@ -153,8 +157,10 @@ def _scan(file: str, text: str) -> _Module:
         if i >= end or toks[i].kind != 'ident':
             continue
         module.heads.append(toks[i])
-        parts, _, _ = _ref_parts(toks, i, end)
+        parts, _, after = _ref_parts(toks, i, end)
         module.rules.append((tuple(p for p, _ in parts), toks[first].start))
+        if after < end and toks[after].is_('op', '('):
+            module.functions = True
         test = _test_rule(text, toks, first, i, end)
         if test is not None:
             module.tests.append(test)

@@ -7,12 +7,22 @@ naming the signal, a test running past ``timeout`` is an error, and the
 worker is restarted for the next tests.  When compiling a batch of tests
 crashes regopy, they are compiled in halves, and so on, so that only the
 tests regopy cannot compile are errors.
+
+A split test whose steps' ``with data.P as C`` modifiers were left out
+(see patches.py) runs in that data patch's *variant*: its batches are
+compiled apart, without the modules whose package is P or below it and
+with C at P in the data, which is what OPA evaluates the modifier as
+(regopy compiling it as written takes minutes on a converted
+directory).  The patch goes only into the data handed to regopy:
+``_check_conflicts`` checks the data as loaded against every rule, and
+no rule a variant keeps can conflict with its patch.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
+import copy
 import json
 import os
 import re
@@ -21,10 +31,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from oslo_opa.rego_errors import messages
 from oslo_opa.regotest.errors import RegoTestError
-from oslo_opa.regotest.lexer import _position
 from oslo_opa.regotest.loader import _load
 from oslo_opa.regotest.modules import _check_conflicts, _Module, _Step, _Test
+from oslo_opa.regotest.patches import Patch
 from oslo_opa.regotest.results import TestResult
 from oslo_opa.regotest.split import _name_tests, _split_tests
 from oslo_opa.regotest.worker import _Died, _Worker
@@ -35,40 +46,6 @@ MIN_COMPILE_TIMEOUT = 120.0
 BATCH_MODULES = 60
 # Workers evaluating batches side by side.
 WORKERS = min(os.cpu_count() or 1, 4)
-
-_ERROR_AT = re.compile(r'\(error(?![a-z])(?: ([0-9]+):)?')
-_ERROR_MSG = re.compile(r'\(errormsg ([0-9]+):')
-_ERROR_POS = re.compile(r'\|([0-9]+)\|')
-
-
-def _messages(raw: str, texts: dict[str, str]) -> list[str]:
-    """regopy's errors (s-expressions) as ``file:row:col: message``."""
-    found = list(_ERROR_AT.finditer(raw))
-    out = []
-    for n, m in enumerate(found):
-        stop = found[n + 1].start() if n + 1 < len(found) else len(raw)
-        msg = _ERROR_MSG.search(raw, m.end(), stop)
-        if msg is None:
-            continue
-        size = int(msg.group(1))
-        text = raw[msg.end() : msg.end() + size]
-        if raw[msg.end() + size : msg.end() + size + 1] != ')':
-            text = raw[msg.end() : raw.find(')', msg.end())]
-        where = ''
-        if m.group(1):
-            name = raw[m.end() : m.end() + int(m.group(1))]
-            pos = _ERROR_POS.match(raw, m.end() + len(name))
-            if name in texts and pos:
-                source = texts[name].encode('utf-8')[: int(pos.group(1))]
-                offset = len(source.decode('utf-8', 'ignore'))
-                row, col = _position(texts[name], offset)
-                where = f'{name}:{row}:{col}: '
-            else:
-                where = f'{name}: '
-        out.append(where + text)
-    if not out and raw.strip():
-        out.append(raw.strip()[:500])
-    return out
 
 
 def _sub_results(value: Any) -> tuple[bool, dict[str, Any]]:
@@ -105,8 +82,9 @@ class _Runner:
     query on a whole converted directory, a tenth of a ms on the modules
     a rule reads), so tests are compiled in batches of test modules with
     only the modules they read (batches run side by side, one worker
-    each); the modules no test reads are compiled too, so that what does
-    not compile stops the run, as in opa test.
+    each), and a variant's tests apart from the others; the modules no
+    test reads are compiled too, so that what does not compile stops the
+    run, as in opa test.
     """
 
     def __init__(
@@ -122,6 +100,7 @@ class _Runner:
         # Modules by package, and by every prefix of their package.
         self._at: dict[tuple[str, ...], list[_Module]] = {}
         self._under: dict[tuple[str, ...], list[_Module]] = {}
+        self._variants: dict[Patch, tuple[set[int], dict[str, Any]]] = {}
 
     def close(self) -> None:
         self.worker.stop()
@@ -142,8 +121,10 @@ class _Runner:
         worker: _Worker,
         texts: list[tuple[str, str]],
         tests: list[_Test],
+        patch: Patch = (),
     ) -> None:
-        """Compile texts with the tests' entrypoints.
+        """Compile texts with the tests' entrypoints, in patch's variant
+        of the data.
 
         :raises _Died: regopy crashed or ran out of time.
         :raises RegoTestError: the modules do not compile.
@@ -152,7 +133,7 @@ class _Runner:
             {
                 'op': 'load',
                 'modules': texts,
-                'data': self._data(texts),
+                'data': self._data(texts, patch),
                 'entries': [
                     s.entry
                     for t in tests
@@ -166,22 +147,48 @@ class _Runner:
             msgs = [
                 m
                 for raw in reply.get('errors', [])
-                for m in _messages(raw, named)
+                for m in messages(raw, named)
             ]
             raise RegoTestError('; '.join(msgs) or 'regopy: unknown error')
 
-    def _data(self, texts: list[tuple[str, str]]) -> dict[str, Any]:
-        """The data the modules can read: regopy copies all of it into
-        every bundle (a converted directory's manifest: 170 kB)."""
+    def _data(
+        self, texts: list[tuple[str, str]], patch: Patch = ()
+    ) -> dict[str, Any]:
+        """The data the modules can read, in patch's variant: regopy
+        copies all of it into every bundle (a converted directory's
+        manifest: 170 kB)."""
+        data = self._variant(patch)[1]
         names = {name for name, _ in texts}
-        roots = set()
+        roots = {path[0] for path, _ in patch}
         for m in self.modules:
             if m.file in names:
                 for p in (*m.reads, tuple(m.package)):
                     if not p:
-                        return self.data
+                        return data
                     roots.add(p[0])
-        return {k: v for k, v in self.data.items() if k in roots}
+        return {k: v for k, v in data.items() if k in roots}
+
+    def _variant(self, patch: Patch) -> tuple[set[int], dict[str, Any]]:
+        """The ids of the modules patch leaves out (every one whose
+        package is at or below one of its paths) and the data with each
+        constant at its path."""
+        if patch not in self._variants:
+            out = {
+                id(m)
+                for m in self.modules
+                for path, _ in patch
+                if tuple(m.package[: len(path)]) == path
+            }
+            data = self.data
+            if patch:
+                data = copy.deepcopy(data)
+            for path, value in patch:
+                node = data
+                for key in path[:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = json.loads(value)
+            self._variants[patch] = (out, data)
+        return self._variants[patch]
 
     def _evaluate(
         self,
@@ -189,14 +196,15 @@ class _Runner:
         texts: list[tuple[str, str]],
         tests: list[_Test],
         results: dict[int, TestResult],
+        patch: Patch = (),
     ) -> None:
-        """Evaluate tests in one compilation of texts, starting the
-        worker again after a test crashes it.
+        """Evaluate tests in one compilation of texts (in patch's variant
+        of the data), starting the worker again after a test crashes it.
 
         :raises _Died: compiling crashed (or timed out).
         :raises RegoTestError: the modules do not compile.
         """
-        self._load(worker, texts, tests)
+        self._load(worker, texts, tests, patch)
         named = dict(texts)
         todo = collections.deque(tests)
         while todo:
@@ -226,7 +234,7 @@ class _Runner:
                         duration_ns=time.monotonic_ns() - t0,
                     )
                     if todo:
-                        self._load(worker, texts, list(todo))
+                        self._load(worker, texts, list(todo), patch)
                     break
                 results[id(test)] = self._judge(test, reply, named)
 
@@ -246,7 +254,7 @@ class _Runner:
             msgs = [
                 m
                 for raw in reply.get('errors', [])
-                for m in _messages(raw, texts)
+                for m in messages(raw, texts)
             ]
             return self._result(
                 test, error='; '.join(msgs) or 'regopy error', duration_ns=ns
@@ -256,7 +264,7 @@ class _Runner:
         try:
             value = json.loads(text)['expressions'][0]
         except (ValueError, KeyError, IndexError, TypeError):
-            msgs = _messages(text, texts)
+            msgs = messages(text, texts)
             return self._result(
                 test,
                 error='; '.join(msgs) or f'unreadable result: {text[:200]}',
@@ -300,9 +308,26 @@ class _Runner:
 
     def _batches(
         self, tests: list[_Test]
+    ) -> list[tuple[list[_Module], list[_Test], Patch]]:
+        """Tests grouped by data patch (the variant they run in), then by
+        module, modules batched while the modules they read stay few."""
+        by_patch: dict[Patch, list[_Test]] = {}
+        for test in tests:
+            by_patch.setdefault(test.patch, []).append(test)
+        out = []
+        for patch, group in by_patch.items():
+            left_out = self._variant(patch)[0]
+            out += [
+                (modules, batch, patch)
+                for modules, batch in self._batches_of(group, left_out)
+            ]
+        return out
+
+    def _batches_of(
+        self, tests: list[_Test], left_out: set[int]
     ) -> list[tuple[list[_Module], list[_Test]]]:
         """Tests grouped by module, modules batched while the modules
-        they read stay few."""
+        they read stay few; modules in left_out (ids) left out."""
         by_module: dict[int, list[_Test]] = {}
         for test in tests:
             by_module.setdefault(id(self.owner[id(test)]), []).append(test)
@@ -312,7 +337,7 @@ class _Runner:
         for module in self.modules:
             if id(module) not in by_module:
                 continue
-            closure = self._closure(module)
+            closure = self._closure(module) - left_out
             if group and len(ids | closure) > BATCH_MODULES:
                 batches.append((ids, group))
                 ids, group = set(), []
@@ -335,7 +360,7 @@ class _Runner:
         batches = collections.deque(self._batches(tests))
         # What no test reads is compiled too: opa test refuses a run
         # where any module does not compile.
-        covered = {id(m) for modules, _ in batches for m in modules}
+        covered = {id(m) for modules, _, _ in batches for m in modules}
         rest = [m for m in self.modules if id(m) not in covered]
         if rest or not batches:
             needed = set().union(*(self._closure(m) for m in rest))
@@ -390,11 +415,12 @@ class _Runner:
         worker: _Worker,
         modules: list[_Module],
         tests: list[_Test],
+        patch: Patch,
         results: dict[int, TestResult],
     ) -> None:
         texts = [(m.file, m.render()) for m in modules]
         try:
-            self._evaluate(worker, texts, tests, results)
+            self._evaluate(worker, texts, tests, results, patch)
             return
         except RegoTestError as e:
             raise RegoTestError(f'does not compile (regopy): {e}') from e
@@ -404,7 +430,10 @@ class _Runner:
         # Is it the tests, or the modules they read?
         try:
             self._load(
-                worker, [(m.file, m.render(set())) for m in modules], []
+                worker,
+                [(m.file, m.render(set())) for m in modules],
+                [],
+                patch,
             )
         except (_Died, RegoTestError) as e:
             why = (
@@ -415,13 +444,14 @@ class _Runner:
             for test in rest:
                 results[id(test)] = self._result(test, error=why)
             return
-        self._bisect(worker, modules, rest, results)
+        self._bisect(worker, modules, rest, patch, results)
 
     def _bisect(
         self,
         worker: _Worker,
         modules: list[_Module],
         tests: list[_Test],
+        patch: Patch,
         results: dict[int, TestResult],
     ) -> None:
         """Compile the tests without the others, halving the set until
@@ -431,7 +461,7 @@ class _Runner:
         keep = {id(t) for t in tests}
         texts = [(m.file, m.render(keep)) for m in modules]
         try:
-            self._evaluate(worker, texts, tests, results)
+            self._evaluate(worker, texts, tests, results, patch)
             return
         except (_Died, RegoTestError) as e:
             failure = e
@@ -448,11 +478,11 @@ class _Runner:
                     rest[0], error=f'does not compile in regopy: {failure}'
                 )
         elif len(rest) < len(tests):
-            self._bisect(worker, modules, rest, results)
+            self._bisect(worker, modules, rest, patch, results)
         else:
             half = len(rest) // 2
-            self._bisect(worker, modules, rest[:half], results)
-            self._bisect(worker, modules, rest[half:], results)
+            self._bisect(worker, modules, rest[:half], patch, results)
+            self._bisect(worker, modules, rest[half:], patch, results)
 
 
 def run(
@@ -489,7 +519,7 @@ def run(
     modules, data = _load(paths, ignore)
     _check_conflicts(modules, data)
     _name_tests(modules)
-    _split_tests(modules)
+    _split_tests(modules, data)
     runner = _Runner(modules, data, timeout)
     chosen = [
         t

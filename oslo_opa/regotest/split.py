@@ -17,6 +17,14 @@ A binding ``v := <constant>`` whose variable is only ever the value of
 later ``with ... as v`` modifiers counts as the constant written there
 (``inp := {...}`` then ``allow with input as inp``): the binding, which
 cannot fail, is dropped and the expressions no longer share ``v``.
+
+regopy compiles ``with data.P as C`` the same slow way (and merges C
+with the rules below P, which OPA replaces): where OPA's meaning of it is
+plainly "the document at P is C", a step leaves it out and runs in a
+*variant* of the modules and data (see patches.py).  All the steps of a
+test share one variant; where any modifier cannot be honoured so, the
+step's data modifiers stay as written for regopy to compile, and where
+the steps' variants differ, all of them do.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from oslo_opa.regotest.lexer import (
     _Tok,
 )
 from oslo_opa.regotest.modules import _Module, _Step, _Test
+from oslo_opa.regotest.patches import Honour, Patch, Patches, data_patch
 
 
 def _name_tests(modules: list[_Module]) -> None:
@@ -61,8 +70,12 @@ def _name_tests(modules: list[_Module]) -> None:
             test.entry = '/'.join([*module.package, *rule_ref])
 
 
-def _split_tests(modules: list[_Module]) -> None:
-    """Split every test that can be (see the module docstring)."""
+def _split_tests(
+    modules: list[_Module], data: dict[str, Any] | None = None
+) -> None:
+    """Split every test that can be (see the module docstring); data:
+    the data document loaded with the modules."""
+    patches = Patches(modules, data or {})
     rules: dict[tuple[str, ...], set[str]] = collections.defaultdict(set)
     heads: collections.Counter[str] = collections.Counter()
     for m in modules:
@@ -80,9 +93,10 @@ def _split_tests(modules: list[_Module]) -> None:
             name = test.name_tok.text
             if idents[name] > heads[name]:
                 continue  # another rule reads it: it stays a rule
-            found = _steps(m, test, known)
+            found = _steps(m, test, known, patches.honoured(m))
             if found is None:
                 continue
+            found, test.patch = found
             test.steps = []
             for body, term in found:
                 serial += 1
@@ -120,11 +134,15 @@ def _body(m: _Module, test: _Test) -> tuple[int, int] | None:
 
 
 def _steps(
-    m: _Module, test: _Test, known: frozenset[str]
-) -> list[tuple[str, str | None]] | None:
-    """(rule body, input term) of each expression of test; None when it
-    cannot be split: expressions sharing a variable, a ``with input``
-    that is not a constant..."""
+    m: _Module,
+    test: _Test,
+    known: frozenset[str],
+    honour: Honour | None = None,
+) -> tuple[list[tuple[str, str | None]], Patch] | None:
+    """(rule body, input term) of each expression of test, and the data
+    patch its steps share (see _step); None when it cannot be split:
+    expressions sharing a variable, a ``with input`` that is not a
+    constant..."""
     found = _body(m, test)
     if found is None:
         return None
@@ -135,7 +153,7 @@ def _steps(
     known = known - _declared(m.toks, exprs)
     subst, dropped = _constants(m.toks, m.text, exprs)
     seen: set[str] = set()
-    steps = []
+    kept = []
     for n, (lo, hi) in enumerate(exprs):
         if n in dropped:
             continue
@@ -143,11 +161,21 @@ def _steps(
         if names & seen:
             return None  # shared: the expressions are not independent
         seen |= names
-        step = _step(m.toks, m.text, lo, hi, subst)
-        if step is None:
-            return None
-        steps.append(step)
-    return steps
+        kept.append((lo, hi))
+    for rule in (honour, None):
+        steps = []
+        patches = set()
+        for lo, hi in kept:
+            step = _step(m.toks, m.text, lo, hi, subst, rule)
+            if step is None:
+                return None
+            body, term, patch = step
+            steps.append((body, term))
+            patches.add(patch)
+        if len(patches) == 1:
+            return steps, patches.pop()
+    # Steps in different variants: every data modifier stays.
+    return steps, ()
 
 
 def _declared(toks: list[_Tok], exprs: list[tuple[int, int]]) -> set[str]:
@@ -261,10 +289,13 @@ def _step(
     lo: int,
     hi: int,
     subst: dict[int, str] | None = None,
-) -> tuple[str, str | None] | None:
-    """The expression [lo, hi) without its ``with input`` modifiers, and
-    the input they set, as a Rego term (None: no input).  subst: the
-    constants written for variables (see _constants)."""
+    honour: Honour | None = None,
+) -> tuple[str, str | None, Patch] | None:
+    """The expression [lo, hi) without its ``with input`` modifiers, the
+    input they set, as a Rego term (None: no input), and the data patch
+    its ``with data`` modifiers set when honour allows each (they are
+    then left out too; else they all stay).  subst: the constants
+    written for variables (see _constants)."""
     subst = subst or {}
     depth = toks[lo].depth
     withs = [
@@ -277,6 +308,7 @@ def _step(
     whole: tuple[int, int] | None = None  # with input as X
     paths: list[tuple[list[tuple[str, str]], int, int]] = []
     cut: list[tuple[int, int]] = []  # the modifiers moved to the input
+    datas: list[tuple[int, int, int]] = []  # with data...: (with, as, end)
     for n, w in enumerate(withs):
         stop = withs[n + 1] if n + 1 < len(withs) else hi
         as_ = next(
@@ -290,7 +322,8 @@ def _step(
         if as_ is None or as_ == w + 1 or as_ + 1 >= stop:
             return None
         if not toks[w + 1].is_('ident', 'input'):
-            continue  # with data.x as ...: stays
+            datas.append((w, as_, stop))
+            continue  # with data.x as ...: see below
         parts, dynamic, after = _ref_parts(toks, w + 1, as_)
         if dynamic or after != as_:
             return None
@@ -308,6 +341,9 @@ def _step(
             keys = [(v, _key_source(v, t)) for v, t in parts[1:]]
             paths.append((keys, as_ + 1, stop))
             cut.append((w, stop))
+    patch = data_patch(toks, datas, subst, honour)
+    if patch:
+        cut += [(w, stop) for w, _, stop in datas]
     term = None
     if whole is not None:
         term = _source(toks, text, subst, *whole)
@@ -329,7 +365,7 @@ def _step(
         body += [text[pos:start], repl]
         pos = end
     body.append(text[pos : toks[hi - 1].end])
-    return ''.join(body).rstrip(), term
+    return ''.join(body).rstrip(), term, patch
 
 
 def _source(

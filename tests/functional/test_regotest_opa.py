@@ -20,12 +20,18 @@ the same status.  The paths:
 * the helper library and its own tests (oslo_opa/rego/oslo_opa);
 * keystone converted by ``oslo-opa convert``, as it is (manifest.json and
   policy.yaml are data to both; any ``*_test.rego`` the conversion writes
-  is run), then with tests generated here for every rule;
+  is run), then with tests generated here for every rule, also with
+  every expression switching overlays off (``with data.oslo_opa.overlay
+  as {}``) beside an overlay that denies every rule;
 * tests/fixtures/regotest/tricky: failing, erring, skipped tests,
   non-boolean values, ``with data``, data files, duplicate names,
   constants bound to variables...; also with ``--ignore`` patterns;
   print() output (print_test.rego), which the JSON carries, also
-  compared as text, with and without ``-v``.
+  compared as text, with and without ``-v``;
+* tests/fixtures/regotest/withdata: ``with data.P as C``, P an
+  overlay-like package loaded or data no module defines, the cases
+  oslo-opa test evaluates in a variant of the modules and data and those
+  it leaves to regopy.
 """
 
 from __future__ import annotations
@@ -34,16 +40,19 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 
 import pytest
 
-from oslo_opa import cli
+from oslo_opa import cli, regotest
+from oslo_opa.regotest import loader as regotest_loader
 from tests import corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 LIBRARY = os.path.join(REPO, 'oslo_opa', 'rego', 'oslo_opa')
 TRICKY = os.path.join(REPO, 'tests', 'fixtures', 'regotest', 'tricky')
+WITH_DATA = os.path.join(REPO, 'tests', 'fixtures', 'regotest', 'withdata')
 PRINTS = [
     os.path.join(TRICKY, 'print_test.rego'),
     os.path.join(TRICKY, 'policy.rego'),
@@ -133,6 +142,25 @@ def test_ignore_patterns(opa_bin, capsys):
     ignored = assert_agree(opa_bin, capsys, argv)
     assert ignored['fail'] == plain['fail'] + 1
     assert sum(ignored.values()) == sum(plain.values())
+
+
+def _patched(paths):
+    """The tests whose ``with data`` modifiers run in a variant."""
+    modules, data = regotest_loader._load(paths)
+    regotest._name_tests(modules)
+    regotest._split_tests(modules, data)
+    return [t.name for m in modules for t in m.tests if t.patch]
+
+
+def test_with_data_modifiers(opa_bin, capsys):
+    counts = assert_agree(opa_bin, capsys, [WITH_DATA])
+    assert counts['pass'] >= 15
+    assert counts['fail'] >= 5
+    # Not vacuous: both ways of evaluating the modifiers were compared.
+    patched = set(_patched([WITH_DATA]))
+    assert {'test_overlay_off_allows', 'test_data_file_replaced'} <= patched
+    assert 'test_function_below' not in patched
+    assert 'test_different_variants' not in patched
 
 
 def test_print_output_in_json(opa_bin, capsys):
@@ -284,3 +312,59 @@ def test_generated_tests_on_the_converted_directory(
     assert counts['pass'] >= 100
     assert counts['fail'] >= 100
     assert counts['error'] == 0
+
+
+_OVERLAY_OFF = ' with data.oslo_opa.overlay as {}'
+
+
+def _expression(line):
+    """line is an expression of a test (not a binding) that does not
+    switch overlays off yet: in braces, or a brace-less body with a
+    modifier."""
+    if _OVERLAY_OFF in line:
+        return False
+    if line.startswith('\t'):
+        return ':=' not in line
+    return line.startswith('test_') and ' with ' in line
+
+
+def _overlays_off(directory):
+    """Switch overlays off in every expression of every test module under
+    directory but a binding's (the conversion's own tests already do)."""
+    for root, _, names in os.walk(directory):
+        for name in names:
+            if not name.endswith('_test.rego'):
+                continue
+            path = os.path.join(root, name)
+            with open(path, encoding='utf-8') as f:
+                lines = f.read().split('\n')
+            lines = [
+                line + _OVERLAY_OFF if _expression(line) else line
+                for line in lines
+            ]
+            with open(path, 'w', encoding='utf-8') as f:
+                f.write('\n'.join(lines))
+
+
+def test_generated_tests_with_overlays_off(
+    opa_bin, capsys, keystone, tmp_path
+):
+    # Beside an overlay denying every rule, tests switching overlays off
+    # have the outcomes they have without it.
+    extra = str(tmp_path / 'tests')
+    _generated_tests(keystone, extra)
+    plain = assert_agree(opa_bin, capsys, [keystone, extra])
+    converted = str(tmp_path / 'keystone')
+    shutil.copytree(keystone, converted)
+    _overlays_off(converted)
+    _overlays_off(extra)
+    overlay = tmp_path / 'overlay' / 'deny_all.rego'
+    overlay.parent.mkdir()
+    overlay.write_text(
+        'package oslo_opa.overlay\n\ndeny["*"] contains "off" if true\n',
+        encoding='utf-8',
+    )
+    paths = [converted, extra, str(overlay.parent)]
+    assert assert_agree(opa_bin, capsys, paths) == plain
+    # Not vacuous: most tests ran in the variant without the overlay.
+    assert len(_patched(paths)) >= 0.9 * sum(plain.values())

@@ -14,6 +14,8 @@ import pytest
 
 from oslo_opa import cli, regotest
 from oslo_opa.regotest import loader as regotest_loader
+from oslo_opa.regotest import patches as regotest_patches
+from oslo_opa.regotest import runner as regotest_runner
 from oslo_opa.regotest import worker as regotest_worker
 
 FIXTURES = os.path.join(os.path.dirname(__file__), '..', 'fixtures')
@@ -650,6 +652,369 @@ def test_a_local_named_like_a_rule_is_a_variable():
     assigned, some, rule = module.tests
     assert (assigned.steps, some.steps) == (None, None)
     assert len(rule.steps) == 2
+
+
+# --- with data.P as C: a variant of the modules and data -------------------
+
+# Outcomes checked against opa test (v1.22.3).
+WITH_DATA = {
+    'ov.rego': """\
+        package ov
+
+        deny["del"] contains "deletes are off" if true
+        """,
+    'u.rego': """\
+        package u
+
+        allow if not denied
+
+        denied if count(data.ov.deny[input.rule]) > 0
+
+        limit_ok if input.n <= data.cfg.limit
+        """,
+    'cfg/values.json': '{"limit": 3}',
+    'q.rego': """\
+        package q
+
+        level := data.q.h.level
+
+        twice := data.q.h.double(1)
+        """,
+    'q/h.rego': """\
+        package q.h
+
+        double(x) := 2 * x
+
+        level := 1
+        """,
+    't_test.rego': """\
+        package t
+
+        test_off if {
+            data.u.allow with input.rule as "del" with data.ov as {}
+        }
+
+        test_on if {
+            not data.u.allow with input.rule as "del"
+        }
+
+        test_denied_by_data if {
+            not data.u.allow with input as {"rule": "get"} with data.ov as {
+                "deny": {"get": ["by data"]},
+            }
+        }
+
+        test_limit if {
+            data.u.limit_ok with input.n as 5 with data.cfg.limit as 10
+        }
+
+        test_limit_fails if {
+            data.u.limit_ok with input.n as 5 with data.cfg.limit as 4
+        }
+
+        test_limit_as_loaded if {
+            not data.u.limit_ok with input.n as 5
+        }
+
+        test_nowhere if {
+            data.new.k == [1, "a"] with data.new.k as [1, "a"]
+        }
+
+        test_function_below if {
+            data.q.h.other == 2 with data.q.h as {"other": 2}
+        }
+
+        test_set if {
+            data.cfg.limit == {3} with data.cfg.limit as {3}
+        }
+
+        test_variants_differ if {
+            data.u.limit_ok with input.n as 5 with data.cfg.limit as 10
+            not data.u.limit_ok with input.n as 5
+        }
+        """,
+}
+
+WITH_DATA_OUTCOMES = {
+    'test_off': 'PASS',
+    'test_on': 'PASS',
+    'test_denied_by_data': 'PASS',
+    'test_limit': 'PASS',
+    'test_limit_fails': 'FAIL',
+    'test_limit_as_loaded': 'PASS',
+    'test_nowhere': 'PASS',
+    'test_function_below': 'PASS',
+    'test_set': 'PASS',
+    'test_variants_differ': 'PASS',
+}
+
+
+def record_loads(monkeypatch):
+    """What each compilation is given: (module files, data, tests)."""
+    loads = []
+    real = regotest_runner._Runner._load
+
+    def load(self, worker, texts, tests, patch=()):
+        loads.append(
+            (
+                {os.path.basename(name) for name, _ in texts},
+                self._data(texts, patch),
+                {t.name for t in tests},
+            )
+        )
+        return real(self, worker, texts, tests, patch)
+
+    monkeypatch.setattr(regotest_runner._Runner, '_load', load)
+    return loads
+
+
+def load_of(loads, test):
+    [found] = [(files, data) for files, data, tests in loads if test in tests]
+    return found
+
+
+def test_with_data_runs_without_the_package_it_replaces(tmp_path, monkeypatch):
+    d = write(tmp_path, WITH_DATA)
+    loads = record_loads(monkeypatch)
+    results = regotest.run([d])
+    assert outcomes(results) == {
+        f'data.t.{k}': v for k, v in WITH_DATA_OUTCOMES.items()
+    }
+    # The overlay-like package is left out, its data is the constant.
+    files, data = load_of(loads, 'test_off')
+    assert 'ov.rego' not in files and 'u.rego' in files
+    assert data['ov'] == {}
+    # A constant other than {}: a rule path's value (not a conflict).
+    files, data = load_of(loads, 'test_denied_by_data')
+    assert 'ov.rego' not in files
+    assert data['ov'] == {'deny': {'get': ['by data']}}
+    # The tests without the modifier, in the same module: as loaded.
+    files, data = load_of(loads, 'test_on')
+    assert 'ov.rego' in files and 'ov' not in data
+    # Compiled as written, regopy 1.5.2 merges {} with the rules (OPA
+    # replaces them): the variant is what makes test_off pass.
+    monkeypatch.setattr(
+        regotest_patches.Patches, '_replaceable', lambda self, path: False
+    )
+    unpatched = outcomes(regotest.run([d], run='test_o'))
+    assert unpatched == {'data.t.test_off': 'FAIL', 'data.t.test_on': 'PASS'}
+
+
+def test_with_data_where_no_module_is_only_patches_the_data(
+    tmp_path, monkeypatch
+):
+    d = write(tmp_path, WITH_DATA)
+    loads = record_loads(monkeypatch)
+    results = regotest.run([d], run='test_limit|test_nowhere')
+    assert outcomes(results) == {
+        f'data.t.{k}': WITH_DATA_OUTCOMES[k]
+        for k in ('test_limit', 'test_limit_fails', 'test_limit_as_loaded')
+        + ('test_nowhere',)
+    }
+    for test, cfg in [
+        ('test_limit', {'limit': 10}),
+        ('test_limit_fails', {'limit': 4}),
+        ('test_limit_as_loaded', {'limit': 3}),  # the file's data
+    ]:
+        files, data = load_of(loads, test)
+        assert data['cfg'] == cfg
+        assert {'u.rego', 'ov.rego', 't_test.rego'} <= files
+    _, data = load_of(loads, 'test_nowhere')
+    assert data['new'] == {'k': [1, 'a']}
+
+
+def test_variant_batches_leave_other_tests_as_they_were(tmp_path):
+    d = write(tmp_path, WITH_DATA)
+    everything = outcomes(regotest.run([d]))
+    # Without the tests that take a variant, in the same module.
+    names = 'test_on|test_limit_as_loaded|test_function_below|test_set'
+    alone = outcomes(regotest.run([d], run=rf'\.({names})$'))
+    assert len(alone) == 4
+    assert alone == {k: everything[k] for k in alone}
+
+
+def test_fall_backs_compile_the_modifier_and_agree_with_opa(tmp_path):
+    d = write(tmp_path, WITH_DATA)
+    modules, data = regotest_loader._load([d])
+    regotest._name_tests(modules)
+    regotest._split_tests(modules, data)
+    tests = {t.name: t for m in modules for t in m.tests}
+    for name in ('test_function_below', 'test_set', 'test_variants_differ'):
+        assert tests[name].patch == ()
+        assert ' with data.' in tests[name].helpers
+    assert tests['test_off'].patch == ((('ov',), '{}'),)
+    assert ' with data.' not in tests['test_off'].helpers
+    results = outcomes(regotest.run([d], run='_function|t_set|_differ'))
+    assert results == {
+        f'data.t.{k}': WITH_DATA_OUTCOMES[k]
+        for k in ('test_function_below', 'test_set', 'test_variants_differ')
+    }
+
+
+def test_a_data_patch_is_no_conflict_a_data_file_is(tmp_path):
+    files = dict(WITH_DATA)
+    # Data beside the rules of package ov; a test gives ov.deny a value.
+    files['ov/extra.json'] = '{"note": "n"}'
+    d = write(tmp_path, files)
+    results = outcomes(regotest.run([d], run='test_denied_by_data'))
+    assert results == {'data.t.test_denied_by_data': 'PASS'}
+    write(tmp_path, {'ov/bad.json': '{"deny": 1}'})
+    with pytest.raises(regotest.RegoTestError, match='conflicting rule'):
+        regotest.run([d], run='test_denied_by_data')
+
+
+def scan_all(texts, data=None):
+    modules = [
+        regotest._scan(f'm{n}.rego', textwrap.dedent(text))
+        for n, text in enumerate(texts)
+    ]
+    regotest._name_tests(modules)
+    regotest._split_tests(modules, data)
+    return modules
+
+
+def patch_of(modules, body, data=None, package='t'):
+    body = body.replace('\n', '\n\t')
+    test_module = f'package {package}\n\ntest_x if {{\n\t{body}\n}}\n'
+    [*_, module] = scan_all([*modules, test_module], data)
+    [test] = module.tests
+    assert test.steps is not None
+    stays = ' with data' in test.helpers
+    assert stays is not bool(test.patch)
+    return test.patch
+
+
+@pytest.mark.parametrize(
+    'value, expected',
+    [
+        ('{}', '{}'),
+        ('[]', '[]'),
+        (
+            '{"b-c": {}, "a": [1, -2.5, true, false, null, "é"]}',
+            '{"a":[1,-2.5,true,false,null,"é"],"b-c":{}}',
+        ),
+        (
+            '{\n  "b": `raw`,\n  # comment\n  "a": [1,\n  2,],\n}',
+            '{"a":[1,2],"b":"raw"}',
+        ),
+        ('-0', '0'),
+        ('1.5', '1.5'),
+        ('12345678901234567890', '12345678901234567890'),
+        ('"plain"', '"plain"'),
+    ],
+)
+def test_with_data_constants_that_are_plain_json(value, expected):
+    patch = patch_of([], f'data.a.x with data.a["b-c"] as {value}')
+    assert patch == ((('a', 'b-c'), expected),)
+
+
+@pytest.mark.parametrize(
+    'value',
+    [
+        '{"x"}',  # a set
+        'set()',
+        '"a\\"b"',  # escapes: regopy keeps them
+        '"\\u00e9"',
+        '`a\\b`',  # what JSON would escape
+        '`a"b`',
+        '"a\tb"',  # a control character
+        '1e3',  # numbers not written back as read
+        '0.10',
+        '{1: 2}',  # a key that is not a string
+        '{"a": 1, "a": 1}',
+        'data.c',  # not constants
+        '1 + 1',
+        '[1][0]',
+        'x',
+    ],
+)
+def test_with_data_constants_not_plain_json_stay(value):
+    assert patch_of([], f'data.a.x with data.a as {value}') == ()
+    assert patch_of([], 'data.a.x with data.a as {"k": 1}') != ()
+
+
+Q_CONF = 'package q\n\nconf := {"a": 1}\n'
+Q_SUB = 'package q\n\nsub.x := 1\n'
+QH_LEVEL = 'package q.h\n\nlevel := 1\n'
+QH_FUNCTION = 'package q.h\n\nlevel := 1\n\nf(x) := x\n'
+WITH_C = 'data.c.x with data.c.x as 1'
+
+
+@pytest.mark.parametrize(
+    'modules, honoured, stays, data',
+    [
+        # A rule at a proper prefix of P (OPA: a compile error).
+        (
+            [Q_CONF],
+            'data.q.conf with data.q as {}',
+            'data.q.conf.a with data.q.conf.a as 2',
+            None,
+        ),
+        # A rule at or below P in a module whose package is not.
+        (
+            [Q_SUB],
+            'data.q.sub with data.q as {}',
+            'data.q.sub with data.q.sub as {}',
+            None,
+        ),
+        (
+            [Q_CONF],
+            'true with data.q as {}',
+            'true with data.q.conf as {}',
+            None,
+        ),
+        # A function in a module left out.
+        ([QH_LEVEL], 'data.q.h.level with data.q as {}', None, None),
+        ([QH_FUNCTION], None, 'data.q.h.level with data.q as {}', None),
+        # The test's own module would be left out.
+        (
+            [],
+            'data.t2.x with data.t2 as {}',
+            'data.t.x with data.t as {}',
+            None,
+        ),
+        # Data above P that is not an object.
+        (
+            [],
+            'data.c.k with data.c.k as {}',
+            'data.c.k with data.c.k.x as {}',
+            {'c': {'k': 3}},
+        ),
+        # P is not a ground reference below data.
+        ([], 'data.c with data.c as {}', 'data.c with data as {}', None),
+        (
+            [],
+            'data.c with data.c["1"] as {}',
+            'data.c with data.c[1] as {}',
+            None,
+        ),
+        # One step's targets overlap, or one cannot be honoured.
+        (
+            [],
+            'true with data.c as {} with data.d.e as 1',
+            'true with data.c as {} with data.c.e as 1',
+            None,
+        ),
+        (
+            [Q_CONF],
+            'true with data.c as {} with data.q as {}',
+            'true with data.c as {} with data.q.conf as 1',
+            None,
+        ),
+        # Steps in different variants (each stays).
+        ([], f'{WITH_C}\n{WITH_C}', f'{WITH_C}\n{WITH_C[:-1]}2', None),
+        ([], f'{WITH_C}\n{WITH_C}', f'{WITH_C}\ndata.c.y', None),
+    ],
+)
+def test_with_data_falls_back_where_a_variant_is_not_opa(
+    modules, honoured, stays, data
+):
+    # Each row: a modifier a variant honours, one that differs from it
+    # by the condition that fails.
+    if honoured is not None:
+        assert patch_of(modules, honoured, data) != ()
+    if stays is not None:
+        assert patch_of(modules, stays, data) == ()
 
 
 @pytest.mark.parametrize(
