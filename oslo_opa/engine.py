@@ -299,18 +299,20 @@ class RegoPolicy:
             return None
         # A rule it reads is denied or granted: the Rego decides, with
         # the overlays compiled in, as OPA would.
-        bundle = self._overlay_bundle(rule, all_ascii(input_doc))
+        bundle = self._overlay_bundle(rule)
         path = self.manifest.rules[rule].path
         return self._answer(rule, *self._query(bundle, path, input_doc))
 
-    def _overlay_bundle(self, rule: str, ascii_only: bool) -> Any:
-        """rule's full bundle with the overlays compiled in."""
-        ascii_only = ascii_only and self._b.ascii_ok[rule]
+    def _overlay_bundle(self, rule: str) -> Any:
+        """rule's full bundle with the overlays compiled in.  One, exact
+        for every input (no ASCII variant): a decision takes it only
+        when an overlay denies or grants a rule it reads, which is rare,
+        and each bundle compiled costs tens of milliseconds."""
         return self._cached(
             self._data_bundles,
-            ('overlay', rule, ascii_only),
+            ('overlay', rule),
             lambda: self._b.build_full(
-                rule, ascii_only, self.data_json, self.overlays.files
+                rule, False, self.data_json, self.overlays.files
             ),
         )
 
@@ -555,7 +557,7 @@ class RegoPolicy:
         """
         path = bundler.state_path(self.manifest.rules[rule].path)
         if rule in self._touched:
-            bundle = self._overlay_bundle(rule, all_ascii(input_doc))
+            bundle = self._overlay_bundle(rule)
             ok, text = self._query(bundle, path, input_doc)
         else:
             ok, text = self._full_query(rule, path, input_doc)
