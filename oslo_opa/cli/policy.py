@@ -127,7 +127,8 @@ def _reason(rule: str, allowed: bool, state: Any, found: dict) -> str:
             )
     text = _STATE_REASONS.get(state, 'no decision from the engine')
     if state in _STATE_REASONS and allowed != (state == 't'):
-        text = 'no decision from the engine'
+        # A hand edit of allow (or of a rule it reads) decides.
+        text = f'its edited Rego decides so ({text})'
     read = [
         f'{kind}[{k!r}]: {"; ".join(v)}'
         for kind in ('deny', 'grant')

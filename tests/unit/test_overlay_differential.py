@@ -22,7 +22,7 @@ from tests.corpus import SERVICES, policy_file
 from tests.differential import enforcer_for, oslo_decision
 
 # Generated inputs per rule (each in six role variants).
-INPUTS_PER_RULE = 5
+INPUTS_PER_RULE = 2
 
 
 @pytest.fixture(scope='module', params=SERVICES)

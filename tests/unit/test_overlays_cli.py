@@ -237,3 +237,26 @@ def test_bundle_refuses_a_bad_overlay(keystone, tmp_path, capsys):
 def test_requests_file_is_json(capsys):
     with open(os.path.join(EXAMPLE, 'requests.json')) as f:
         assert len(json.load(io.StringIO(f.read()))) == 7
+
+
+def test_decide_says_when_an_edit_decides(keystone, tmp_path, capsys):
+    from tests.unit.test_overlays import _edit_admin_required
+
+    out = str(tmp_path / 'edited')
+    shutil.copytree(keystone, out)
+    _edit_admin_required(out)
+    rc = cli.main(
+        [
+            'decide',
+            out,
+            '--rule',
+            'admin_required',
+            '--creds',
+            '{"roles": ["admin", "suspended"]}',
+        ]
+    )
+    assert rc == 0
+    assert capsys.readouterr().out == (
+        'DENY   admin_required: its edited Rego decides so (the check '
+        'string passes)\n'
+    )
