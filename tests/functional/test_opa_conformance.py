@@ -225,6 +225,7 @@ class _Eval:
         prefix: str,
         cases: list[tuple[str, dict[str, Any]]],
         workdir: str,
+        extra: tuple[str, ...] = (),
     ) -> None:
         harness, data = write_batch(workdir, prefix, cases)
         self.count = len(cases)
@@ -246,6 +247,7 @@ class _Eval:
                     harness,
                     '-d',
                     data,
+                    *[arg for path in extra for arg in ('-d', path)],
                     f'data.{HARNESS_PACKAGE}.results',
                 ],
                 stdin=subprocess.DEVNULL,
@@ -279,8 +281,10 @@ def opa_decide(
     prefix: str,
     cases: list[tuple[str, dict[str, Any]]],
     workdir: str,
+    extra: tuple[str, ...] = (),
 ) -> list[bool]:
-    """OPA's ``allow`` for every (slug, input).
+    """OPA's ``allow`` for every (slug, input); extra: more paths to load
+    (overlays, data).
 
     One ``opa eval`` per chunk of at least MIN_CHUNK cases, up to
     MAX_JOBS of them at once (OPA evaluates a query on one core).
@@ -297,6 +301,7 @@ def opa_decide(
                     prefix,
                     cases[start : start + size],
                     os.path.join(workdir, f'batch{k}'),
+                    extra,
                 )
             )
         decisions: list[bool] = []
@@ -396,10 +401,12 @@ def test_opa_agrees_with_oslo_policy(opa_bin, corpus, service, tmp_path):
 
 
 MUTATED_SERVICE = 'placement'
-# The converted module's two allow rules (fast path, then state).
+# The converted module's allow rules (an overlay's grant, the fast path,
+# then state).
 ALLOW_RULE = (
-    'allow if {\n\tnot maybe_error\n\t_fast\n}\n\n'
-    'allow if {\n\tmaybe_error\n\tstate == "t"\n}'
+    'allow if {\n\tnot _denied\n\t_granted\n}\n\n'
+    'allow if {\n\tnot _denied\n\tnot maybe_error\n\t_fast\n}\n\n'
+    'allow if {\n\tnot _denied\n\tmaybe_error\n\tstate == "t"\n}'
 )
 
 
