@@ -99,7 +99,7 @@ def test_verify_groups_the_changes_by_overlay_reason(keystone, capsys):
             '--data',
             DATA,
             '--inputs',
-            '30',
+            '10',
             '--format',
             'json',
         ]
