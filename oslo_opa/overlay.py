@@ -27,6 +27,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 
+from oslo_opa import policy_files
 from oslo_opa.errors import PolicyLoadError, StrictModeError
 from oslo_opa.regotest.lexer import (
     _lex,
@@ -35,6 +36,7 @@ from oslo_opa.regotest.lexer import (
     _ref_parts,
     _string_value,
     _Tok,
+    _with_input_objects,
 )
 from oslo_opa.regotest.modules import _statements
 
@@ -165,34 +167,28 @@ class Overlays:
         return warnings
 
 
-def files(paths: Sequence[str]) -> dict[str, str]:
-    """Every overlay file under paths (directories or files): path -> text.
-
-    ``_test.rego`` files are the operator's tests, not overlays.
+def files(paths: Sequence[str], tests: bool = False) -> dict[str, str]:
+    """Every overlay file under paths (directories or files): path ->
+    text; with tests, the operator's ``_test.rego`` files instead.
 
     :raises OverlayError: a path that does not exist or cannot be read.
     """
     found: dict[str, str] = {}
     for top in paths:
-        if os.path.isfile(top):
-            names = [top]
-        elif os.path.isdir(top):
-            names = []
-            for root, dirs, entries in os.walk(top):
-                dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-                names += [
-                    os.path.join(root, e)
-                    for e in sorted(entries)
-                    if e.endswith('.rego') and not e.endswith('_test.rego')
-                ]
-        else:
-            raise OverlayError(f'{top}: no such overlay file or directory')
-        for name in names:
+        if os.path.isdir(top):
             try:
-                with open(name, encoding='utf-8') as f:
-                    found[name] = f.read()
+                read = policy_files.read_modules(top, tests)
+            except PolicyLoadError as e:
+                raise OverlayError(str(e)) from e
+            found.update((os.path.join(top, r), t) for r, t in read.items())
+        elif not os.path.isfile(top):
+            raise OverlayError(f'{top}: no such overlay file or directory')
+        elif top.endswith('_test.rego') is tests:
+            try:
+                with open(top, encoding='utf-8') as f:
+                    found[top] = f.read()
             except (OSError, UnicodeDecodeError) as e:
-                raise OverlayError(f'{name}: cannot read: {e}') from e
+                raise OverlayError(f'{top}: cannot read: {e}') from e
     return found
 
 
@@ -201,47 +197,20 @@ def test_inputs(paths: Sequence[str]) -> list[dict]:
     ``_test.rego`` files under paths: inputs on which the overlays are
     known to do something, worth trying on every rule they can touch.
     Those that are not plain JSON are left out."""
-    found = []
-    for top in paths:
-        names = [top] if os.path.isfile(top) else []
-        for root, dirs, entries in os.walk(top):
-            dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-            names += [
-                os.path.join(root, e)
-                for e in sorted(entries)
-                if e.endswith('_test.rego')
-            ]
-        for name in names:
-            try:
-                with open(name, encoding='utf-8') as f:
-                    text = f.read()
-            except (OSError, UnicodeDecodeError):
+    found: list[dict] = []
+    for text in files(paths, tests=True).values():
+        toks = _lex(text)
+        for brace in _with_input_objects(toks):
+            close = _matching(toks, brace, len(toks))
+            if close is None:
                 continue
-            found += _constant_inputs(text)
+            try:
+                doc = json.loads(text[toks[brace].start : toks[close].end])
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc not in found:
+                found.append(doc)
     return found
-
-
-def _constant_inputs(text: str) -> list[dict]:
-    toks = _lex(text)
-    out = []
-    for i in range(len(toks) - 3):
-        if not (
-            toks[i].is_('ident', 'with')
-            and toks[i + 1].is_('ident', 'input')
-            and toks[i + 2].is_('ident', 'as')
-            and toks[i + 3].is_('op', '{')
-        ):
-            continue
-        close = _matching(toks, i + 3, len(toks))
-        if close is None:
-            continue
-        try:
-            doc = json.loads(text[toks[i + 3].start : toks[close].end])
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and doc not in out:
-            out.append(doc)
-    return out
 
 
 def load(paths: Sequence[str], embedded: bool = True) -> Overlays:

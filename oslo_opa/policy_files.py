@@ -15,13 +15,19 @@ import yaml
 from oslo_opa.errors import PolicyLoadError
 
 
-def read_modules(directory: str) -> dict[str, str]:
-    """Every non-test ``.rego`` file under directory: relpath -> text."""
+def read_modules(directory: str, tests: bool = False) -> dict[str, str]:
+    """Every ``.rego`` file under directory: relpath -> text; with tests,
+    the ``_test.rego`` files only, else all the others.
+
+    :raises PolicyLoadError: naming a file that cannot be read.
+    """
     modules = {}
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
         for name in sorted(files):
-            if not name.endswith('.rego') or name.endswith('_test.rego'):
+            if not name.endswith('.rego') or (
+                name.endswith('_test.rego') is not tests
+            ):
                 continue
             path = os.path.join(root, name)
             rel = os.path.relpath(path, directory)

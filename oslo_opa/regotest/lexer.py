@@ -167,3 +167,15 @@ def _ground(toks: Sequence[_Tok]) -> bool:
         or (t.kind == 'ident' and t.text in _CONSTANTS)
         for t in toks
     )
+
+
+def _with_input_objects(toks: list[_Tok]) -> list[int]:
+    """The index of the ``{`` of every ``with input as {...}``."""
+    return [
+        i + 3
+        for i in range(len(toks) - 3)
+        if toks[i].is_('ident', 'with')
+        and toks[i + 1].is_('ident', 'input')
+        and toks[i + 2].is_('ident', 'as')
+        and toks[i + 3].is_('op', '{')
+    ]

@@ -29,6 +29,7 @@ from oslo_opa.regotest.lexer import (
     _ref_text,
     _string_value,
     _Tok,
+    _with_input_objects,
 )
 
 TEST_PREFIX = 'test_'
@@ -292,15 +293,9 @@ def _with_input_edits(
     """``with input as {"a": A, "b": B}`` -> ``with input.a as (A) with
     input.b as (B)``: regopy aborts compiling the former."""
     edits = []
-    for i in range(len(toks) - 3):
-        if not (
-            toks[i].is_('ident', 'with')
-            and toks[i + 1].is_('ident', 'input')
-            and toks[i + 2].is_('ident', 'as')
-            and toks[i + 3].is_('op', '{')
-        ):
-            continue
-        found = _object_items(toks, i + 3)
+    for brace in _with_input_objects(toks):
+        i = brace - 3
+        found = _object_items(toks, brace)
         if found is None:
             continue
         items, close = found
