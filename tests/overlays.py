@@ -23,6 +23,7 @@ and Rego lower cases differ).
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from typing import Any
 
@@ -184,3 +185,36 @@ def inputs_for(
                 c.update(rng.choice(_UNTIDY))
             out.append((c, target))
     return out
+
+
+# --- a hand edit and its oslo.policy twin ---------------------------------
+
+
+def edit_admin_required(directory: str) -> None:
+    """The issue's edit of a converted keystone: a suspended admin is no
+    admin, in both allow bodies of admin_required."""
+    module = os.path.join(directory, 'keystone', 'admin_required.rego')
+    with open(module) as f:
+        text = f.read()
+    edited = text.replace(
+        '\tnot maybe_error\n\t_fast\n',
+        '\tnot maybe_error\n\t_fast\n\tnot "suspended" in '
+        'input.credentials.roles\n',
+    ).replace(
+        '\tstate == "t"\n',
+        '\tstate == "t"\n\tnot "suspended" in input.credentials.roles\n',
+    )
+    assert edited.count('"suspended"') == 2
+    with open(module, 'w') as f:
+        f.write(edited)
+
+
+def edited_table(table: RuleTable) -> RuleTable:
+    """The same edit in oslo.policy syntax ("suspended" exactly, as the
+    Rego's ``in`` compares)."""
+    rules = dict(table.rules)
+    exact = ExactRoleCheck(EXACT, 'suspended')
+    rules['admin_required'] = _checks.AndCheck(
+        [rules['admin_required'], _checks.NotCheck(exact)]
+    )
+    return dataclasses.replace(table, rules=rules)

@@ -21,6 +21,7 @@ from oslo_opa import bundler, decider, overlay
 from oslo_opa.convert import convert, load_rule_table
 from oslo_opa.engine import RegoPolicy
 from oslo_opa.errors import PolicyLoadError, StrictModeError
+from tests import overlays
 from tests.corpus import policy_file
 from tests.differential import enforcer_for, oslo_decision
 
@@ -44,6 +45,12 @@ def _write(directory, name, text):
     with open(path, 'w', encoding='utf-8') as f:
         f.write(text)
     return path
+
+
+def _overlaid(keystone, directory, text):
+    """(path, RegoPolicy of keystone) with text as its one overlay."""
+    path = _write(directory, 'overlay.rego', text)
+    return path, RegoPolicy(keystone, overlays=overlay.load([path]))
 
 
 def _decide(policy, rule, creds, target=None):
@@ -127,13 +134,12 @@ def test_a_bad_overlay_is_refused_naming_file_and_line(
 
 
 def test_a_compile_error_names_row_and_column(tmp_path, keystone):
-    path = _write(
+    path, policy = _overlaid(
+        keystone,
         str(tmp_path / 'ov'),
-        'bad.rego',
         'package oslo_opa.overlay\n\ndeny["*"] contains "x" if {\n'
         '\tinput.credentials.x ==\n}\n',
     )
-    policy = RegoPolicy(keystone, overlays=overlay.load([path]))
     with pytest.raises(PolicyLoadError) as e:
         policy.validate()
     # A row and a column, not regopy's byte offsets.
@@ -144,13 +150,12 @@ def test_a_compile_error_names_row_and_column(tmp_path, keystone):
 def test_a_rule_that_does_not_exist_warns_naming_file_and_rule(
     tmp_path, keystone
 ):
-    path = _write(
+    path, policy = _overlaid(
+        keystone,
         str(tmp_path / 'ov'),
-        'x.rego',
         'package oslo_opa.overlay\n\n'
         'deny["identity:gone"] contains "x" if true\n',
     )
-    policy = RegoPolicy(keystone, overlays=overlay.load([path]))
     assert len(policy.warnings) == 1
     assert f'{path}:3' in policy.warnings[0]
     assert "'identity:gone'" in policy.warnings[0]
@@ -213,13 +218,12 @@ def test_an_old_conversion_refuses_overlays(tmp_path, keystone):
 
 
 def test_only_rules_an_overlay_can_touch_get_what_it_reads(tmp_path, keystone):
-    path = _write(
+    path, policy = _overlaid(
+        keystone,
         str(tmp_path / 'ov'),
-        'x.rego',
         'package oslo_opa.overlay\n\n'
         'deny["admin_required"] contains "x" if input.credentials.z\n',
     )
-    policy = RegoPolicy(keystone, overlays=overlay.load([path]))
     creds = {'roles': ['reader'], 'z': True, 'unrelated': 1}
     # identity:get_project reads admin_required: its keys and the
     # overlay's.
@@ -231,13 +235,12 @@ def test_only_rules_an_overlay_can_touch_get_what_it_reads(tmp_path, keystone):
     doc = policy.input_for('identity:get_region', creds, {'q': 1})
     assert 'z' not in doc['credentials'] and doc['target'] == {}
     # A key computed from the input may name any rule: every rule.
-    path = _write(
+    path, policy = _overlaid(
+        keystone,
         str(tmp_path / 'ov2'),
-        'x.rego',
         'package oslo_opa.overlay\n\n'
         'deny[input.rule] contains "x" if input.credentials.z\n',
     )
-    policy = RegoPolicy(keystone, overlays=overlay.load([path]))
     doc = policy.input_for('identity:get_region', creds, {'q': 1})
     assert doc['credentials']['z'] is True
     assert _decide(policy, 'identity:get_region', creds) is False
@@ -245,9 +248,9 @@ def test_only_rules_an_overlay_can_touch_get_what_it_reads(tmp_path, keystone):
 
 
 def test_an_overlay_reading_any_key_gets_the_whole_input(tmp_path, keystone):
-    path = _write(
+    path, policy = _overlaid(
+        keystone,
         str(tmp_path / 'ov'),
-        'x.rego',
         'package oslo_opa.overlay\n\n'
         'deny["*"] contains "x" if {\n'
         '\tsome k, v in input.credentials\n'
@@ -255,7 +258,6 @@ def test_an_overlay_reading_any_key_gets_the_whole_input(tmp_path, keystone):
         '\tv == true\n'
         '}\n',
     )
-    policy = RegoPolicy(keystone, overlays=overlay.load([path]))
     creds = {'roles': ['admin'], 'system_scope': 'all', 'odd_flag': True}
     doc = policy.input_for('identity:list_projects', creds, {'q': 1})
     assert doc['credentials'] == creds and doc['target'] == {'q': 1}
@@ -279,48 +281,16 @@ def test_an_overlay_in_the_converted_directory_is_honoured(tmp_path, keystone):
 # --- hand edits, read through rule: ---------------------------------------
 
 
-def _edit_admin_required(directory):
-    """The issue's edit: a suspended admin is no admin, in both allow
-    bodies of admin_required."""
-    module = os.path.join(directory, 'keystone', 'admin_required.rego')
-    with open(module) as f:
-        text = f.read()
-    edited = text.replace(
-        '\tnot maybe_error\n\t_fast\n',
-        '\tnot maybe_error\n\t_fast\n\tnot "suspended" in '
-        'input.credentials.roles\n',
-    ).replace(
-        '\tstate == "t"\n',
-        '\tstate == "t"\n\tnot "suspended" in input.credentials.roles\n',
-    )
-    assert edited.count('"suspended"') == 2
-    with open(module, 'w') as f:
-        f.write(edited)
-
-
 def test_a_hand_edit_holds_for_readers_on_every_path(tmp_path, keystone):
     """Edit a rule that others read; compare the readers' decisions with
     oslo.policy's for the same edit, on fast-path and three-valued
     inputs (credentials holding lists of several items, dicts, None)."""
-    from tests import overlays
-
     out = str(tmp_path / 'out')
     shutil.copytree(keystone, out)
-    _edit_admin_required(out)
+    overlays.edit_admin_required(out)
     policy = RegoPolicy(out)
     table = load_rule_table(policy_files=[KEYSTONE])
-    # The same edit, in oslo.policy syntax ("suspended" exactly, as the
-    # Rego's `in` compares).
-    rules = dict(table.rules)
-    from oslo_policy import _checks
-
-    exact = overlays.ExactRoleCheck(overlays.EXACT, 'suspended')
-    rules['admin_required'] = _checks.AndCheck(
-        [rules['admin_required'], _checks.NotCheck(exact)]
-    )
-    import dataclasses
-
-    enforcer = enforcer_for(dataclasses.replace(table, rules=rules))
+    enforcer = enforcer_for(overlays.edited_table(table))
     readers = [
         r
         for r, e in policy.manifest.rules.items()
@@ -346,7 +316,7 @@ def test_a_hand_edit_holds_for_readers_on_every_path(tmp_path, keystone):
 def test_the_issues_example_denies_on_every_path(tmp_path, keystone):
     out = str(tmp_path / 'out')
     shutil.copytree(keystone, out)
-    _edit_admin_required(out)
+    overlays.edit_admin_required(out)
     policy = RegoPolicy(out)
     suspended_admin = {'roles': ['admin', 'suspended']}
     for extra in ({}, {'project_id': ['p1', 'p2']}, {'domain_id': {'a': 1}}):

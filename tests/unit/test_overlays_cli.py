@@ -13,6 +13,7 @@ import pytest
 
 from oslo_opa import cli
 from oslo_opa.convert import convert
+from tests import overlays
 from tests.corpus import policy_file
 
 REPO = os.path.join(os.path.dirname(__file__), '..', '..')
@@ -240,11 +241,9 @@ def test_requests_file_is_json(capsys):
 
 
 def test_decide_says_when_an_edit_decides(keystone, tmp_path, capsys):
-    from tests.unit.test_overlays import _edit_admin_required
-
     out = str(tmp_path / 'edited')
     shutil.copytree(keystone, out)
-    _edit_admin_required(out)
+    overlays.edit_admin_required(out)
     rc = cli.main(
         [
             'decide',
