@@ -35,11 +35,8 @@ alone (:meth:`RegoPolicy.replace`).
 
 from __future__ import annotations
 
-import collections
 import copy
 import json
-import os
-import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -48,16 +45,13 @@ import regopy
 
 from oslo_opa import bundler, inputs, overlay, overlay_query, regofast
 from oslo_opa import manifest as manifest_mod
-from oslo_opa.errors import OsloOpaError, PolicyLoadError
+from oslo_opa.errors import OsloOpaError
 from oslo_opa.input_profile import FULL, LOWER, SIMPLE, all_ascii, fast_profile
+from oslo_opa.overlay_scope import OverlayScope
 from oslo_opa.policy_files import read_modules
 
 # Converted inputs each pooled interpreter keeps (a few KiB each).
 _INPUTS_KEPT = 256
-# Overlay verdicts remembered, and the builtins whose answers change
-# from one call to the next (no verdict is remembered then).
-_VERDICTS_KEPT = 4096
-_UNSTABLE = re.compile(r'\b(time|rand|uuid|http|net|opa)\.[a-z_]+\(')
 
 _TRUE = '{"expressions":[true]}'
 _FALSE = '{"expressions":[false]}'
@@ -120,55 +114,13 @@ class RegoPolicy:
     # --- overlays and data -----------------------------------------------
 
     def _use_overlays(self, overlays: overlay.Overlays | None) -> None:
-        """Check overlays (and any in the directory) against the policy,
-        and work out which rules they can change."""
-        if self._b.own_overlays:
-            texts = dict(overlays.files) if overlays else {}
-            texts.update(self._b.own_overlays)
-            overlays = overlay.parse(texts)
-        self.overlays = overlays or overlay.Overlays({})
-        if self.overlays and not self.manifest.overlay_hooks:
-            raise PolicyLoadError(
-                f'{os.path.join(self.directory, manifest_mod.MANIFEST)}: '
-                f'converted by an oslo.opa without overlays (its rules do '
-                f'not consult them): convert the policy again'
-            )
-        self.warnings = self.overlays.check(
-            self.manifest.rules, self.manifest.package_prefix, self.strict
+        self._scope = OverlayScope(
+            self.manifest, overlays, self._b.own_overlays, self.strict
         )
-        # Rules whose decision an overlay may change: those it names and
-        # those that read one of them.
-        self._touched = frozenset(
-            name
-            for name in self.manifest.rules
-            if self.overlays
-            and any(
-                self.overlays.can_touch(r) for r in self.manifest.closure(name)
-            )
-        )
-        # For each such rule, the keys to ask about: those of the rules
-        # it reads (itself included) an overlay may have, and "*".
-        self._ask: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        # The query module for each list of keys (rules share them).
-        self._ask_module: dict[tuple, str] = {}
-        for name in self._touched:
-            closure = self.manifest.closure(name)
-            ask = (
-                tuple(self.overlays.keys_to_ask('deny', closure)),
-                tuple(self.overlays.keys_to_ask('grant', closure)),
-            )
-            self._ask[name] = ask
-            if ask not in self._ask_module:
-                self._ask_module[ask] = overlay_query.verdicts_module(*ask)
+        self.overlays = self._scope.overlays
+        self.warnings = self._scope.warnings
+        self._touched = self._scope.touched
         self._projection = {}
-        # What the overlays said, by the keys asked and the input they
-        # read: the same input gets the same answer, unless an overlay
-        # reads the clock or a random number.
-        self._verdict_cache = (
-            None
-            if _UNSTABLE.search('\n'.join(self.overlays.files.values()))
-            else collections.OrderedDict()
-        )
 
     def replace(
         self,
@@ -224,33 +176,22 @@ class RegoPolicy:
     ) -> tuple[frozenset[str], frozenset[str]]:
         """Of the rules rule reads (itself included) and "*", those an
         overlay denies, and those it grants, on input_doc."""
-        ask = self._ask[rule]
-        key = None
-        if self._verdict_cache is not None:
-            key = (ask, json.dumps(input_doc, sort_keys=True))
-            with self._pool_lock:
-                hit = self._verdict_cache.get(key)
-                if hit is not None:
-                    self._verdict_cache.move_to_end(key)
-                    return hit
-        denies, grants = ask
+        asked = self._scope.asked(input_doc)
+        key, hit = self._scope.recall(rule, asked)
+        if hit is not None:
+            return hit
+        ask = self._scope.asks[rule]
         ok, text = self._query(
-            self._overlay_query(self._ask_module[ask]),
+            self._overlay_query(self._scope.modules[ask]),
             overlay_query.VERDICTS,
-            input_doc,
+            asked,
         )
-        found = (
-            overlay_query.parse_verdicts(text, denies, grants) if ok else None
-        )
+        found = overlay_query.parse_verdicts(text, *ask) if ok else None
         if found is None:
             raise EvaluationError(
                 f'rule {rule!r}: the overlays gave no verdict'
             )
-        if key is not None:
-            with self._pool_lock:
-                self._verdict_cache[key] = found
-                if len(self._verdict_cache) > _VERDICTS_KEPT:
-                    self._verdict_cache.popitem(last=False)
+        self._scope.remember(key, found)
         return found
 
     def overlay_reasons(
@@ -286,11 +227,7 @@ class RegoPolicy:
         """rule's decision where an overlay changes it on input_doc, else
         None: the converted rule decides.  The overlays are asked with
         what they read of it."""
-        theirs = self.overlays.input_keys
-        asked = input_doc
-        if theirs is not None:
-            asked = _project(input_doc, theirs, self.overlays.reads_rule)
-        denied, granted = self._verdicts(rule, asked)
+        denied, granted = self._verdicts(rule, input_doc)
         if rule in denied or overlay.EVERY_RULE in denied:
             return False
         if rule in granted or overlay.EVERY_RULE in granted:
@@ -401,16 +338,7 @@ class RegoPolicy:
         hand-edited rule).  For a rule an overlay may change, with what
         the overlays read: they see the input as the service passed it,
         and cannot tell apart two inputs that differ in nothing else."""
-        own = self._own_keys(rule)
-        if rule not in self._touched:
-            return own
-        theirs = self.overlays.input_keys
-        if own is None or theirs is None:
-            return None
-        return (
-            list(dict.fromkeys(own[0] + theirs[0])),
-            list(dict.fromkeys(own[1] + theirs[1])),
-        )
+        return self._scope.projection(rule, self._own_keys(rule))
 
     def _own_keys(self, rule: str) -> tuple[list[str], list[str]] | None:
         """What rule's converted Rego reads; None when it is edited."""
@@ -500,7 +428,7 @@ class RegoPolicy:
                 return outcome
             keys = self._own_keys(rule)
             if keys is not None:
-                input_doc = _project(input_doc, keys)
+                input_doc = inputs.project(input_doc, keys)
         path = self.manifest.rules[rule].path
         profile = (
             fast_profile(input_doc)
@@ -567,20 +495,3 @@ class RegoPolicy:
 def _data_json(data: Mapping[str, Any] | None) -> str | None:
     # As UTF-8 text: regopy keeps \u escapes as they are.
     return json.dumps(data, ensure_ascii=False) if data else None
-
-
-def _project(
-    doc: Mapping[str, Any],
-    keys: tuple[list[str], list[str]],
-    rule: bool = True,
-) -> dict[str, Any]:
-    """doc with only the credential and target keys named (and the rule,
-    unless rule is false)."""
-    creds, target = doc['credentials'], doc['target']
-    out = {
-        'credentials': {k: creds[k] for k in keys[0] if k in creds},
-        'target': {k: target[k] for k in keys[1] if k in target},
-    }
-    if rule:
-        out['rule'] = doc.get('rule')
-    return out

@@ -149,3 +149,20 @@ def build_input(creds: Any, target: Mapping[str, Any], rule: str) -> dict:
     :raises UnrepresentableInput: when a value cannot be carried.
     """
     return document(credentials_dict(creds), target, rule)
+
+
+def project(
+    doc: Mapping[str, Any],
+    keys: tuple[list[str], list[str]],
+    rule: bool = True,
+) -> dict[str, Any]:
+    """An input document with only the credential and target keys named
+    (and the rule, unless rule is false)."""
+    creds, target = doc['credentials'], doc['target']
+    out = {
+        'credentials': {k: creds[k] for k in keys[0] if k in creds},
+        'target': {k: target[k] for k in keys[1] if k in target},
+    }
+    if rule:
+        out['rule'] = doc.get('rule')
+    return out

@@ -17,6 +17,7 @@ import pytest
 
 from oslo_opa import bundler, engine, input_profile, policy_files
 from oslo_opa.convert import convert
+from oslo_opa.errors import PolicyLoadError
 
 REGO = resources.files('oslo_opa') / 'rego'
 CORPUS = os.path.join(os.path.dirname(__file__), '..', 'fixtures', 'corpus')
@@ -179,7 +180,7 @@ def test_data_strings_reach_the_embedded_engine_as_written(tmp_path):
     assert [decide(u) for u in ('josé', 'ann', 'bob')] == [True, True, False]
     bad = tmp_path / 'bad.json'
     bad.write_text('{"owners": ["ann", "o\\"brien"]}')
-    with pytest.raises(engine.PolicyLoadError) as e:
+    with pytest.raises(PolicyLoadError) as e:
         policy_files.load_data([str(bad)], embedded=True)
     assert str(bad) in str(e.value) and '.owners[1]' in str(e.value)
     # OPA reads it as written: bundles take it.
