@@ -36,6 +36,10 @@ Warm-up
     once (sequentially, bounded in count and time), so real requests do
     not pay it.  OPA's server keeps at most 100 prepared
     paths (a ring): a service with more rules keeps its last 100 warm.
+    The warm-up also asks whether OPA holds overlays (``data.oslo_opa.
+    overlay``) that ``overlay_path`` does not name: rules are sent only
+    the keys they read, which such overlays might not see, so from then
+    on every rule is sent the whole input (and a warning says so).
 Answers
     Only HTTP 200 with ``{"result": true|false}`` is a decision.  A
     non-200, an undefined ``result`` (the path is not loaded), a
@@ -61,7 +65,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from oslo_opa import overlay
+from oslo_opa import inputs, overlay
 from oslo_opa.drivers.base import DecisionError, PolicyDirDriver, Settings
 from oslo_opa.engine import RegoPolicy
 from oslo_opa.errors import OsloOpaError, PolicyLoadError
@@ -399,6 +403,7 @@ class HttpDriver(PolicyDirDriver):
         self._worker_alive = False
         self._closed = threading.Event()
         self._warmed = threading.Event()
+        self._unknown_overlays = False
         self._check()
 
     # --- policy (manifest) ---------------------------------------------------
@@ -417,6 +422,42 @@ class HttpDriver(PolicyDirDriver):
 
     def loaded(self, policy: RegoPolicy) -> None:
         self._request_warm_up()
+
+    def input_for(
+        self, rule: str, creds: Mapping[str, Any], target: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        doc = super().input_for(rule, creds, target)
+        if self._unknown_overlays:
+            # OPA holds overlays this service was not told about: they
+            # may read any key.
+            return inputs.document(creds, target, rule)
+        return doc
+
+    def _look_for_overlays(self, policy: RegoPolicy) -> None:
+        """Whether OPA holds overlays that overlay_path does not name (a
+        rule sent only its own keys would hide the others from them):
+        then send every rule the whole input, and say so once."""
+        if policy.overlays or self._unknown_overlays:
+            return
+        try:
+            status, data = self.transport.request(
+                'POST',
+                '/v1/data/oslo_opa/overlay',
+                _warm_body(''),
+                timeout=self._warm_timeout,
+            )
+            held = status == 200 and 'result' in json.loads(data)
+        except (TransportError, ValueError, TypeError):
+            return
+        if held:
+            self._unknown_overlays = True
+            LOG.warning(
+                'oslo.opa: OPA at %s holds overlays (data.oslo_opa.overlay) '
+                'but [oslo_opa] overlay_path names none: every rule is '
+                'sent the whole input; set overlay_path to the overlays '
+                'OPA holds',
+                self.url,
+            )
 
     # --- deciding ------------------------------------------------------------
 
@@ -603,10 +644,12 @@ class HttpDriver(PolicyDirDriver):
                 self._worker_alive = False
 
     def _warm(self, generation: int | None) -> None:
-        """Ask every rule's path once, so OPA has prepared it."""
+        """Ask every rule's path once, so OPA has prepared it (and
+        whether OPA holds overlays nobody named)."""
         policy = self._policy
         if policy is None:
             return
+        self._look_for_overlays(policy)
         start = time.monotonic()
         count = 0
         for name, entry in policy.manifest.rules.items():

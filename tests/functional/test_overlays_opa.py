@@ -298,3 +298,25 @@ def test_push_with_and_without_the_overlays(opa_bin, tmp_path, capsys):
     finally:
         opa.stop()
     shutil.rmtree(directory)
+
+
+def test_overlays_nobody_named_get_the_whole_input(example_opa, caplog):
+    """OPA holds overlays the service was not told about (no
+    overlay_path): after the warm-up looks, every rule is sent the whole
+    input, so a rule that reads no roles still sees the suspension."""
+    opa, directory = example_opa
+    d = decider.load(
+        directory,
+        driver='http',
+        cache_size=0,
+        opa_url=opa.url,
+        opa_read_timeout=5.0,
+    )
+    assert d.driver.wait_warm_up(120)
+    suspended = {'user_id': 'u1', 'roles': ['reader', 'suspended']}
+    rule = 'identity:get_auth_catalog'  # '': reads nothing
+    with caplog.at_level('WARNING', logger='oslo_opa'):
+        assert d.decide(rule, {}, suspended) is False
+    assert 'holds overlays' in caplog.text
+    assert d.decide(rule, {}, {'user_id': 'u1', 'roles': ['reader']}) is True
+    d.close()
