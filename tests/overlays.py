@@ -87,8 +87,8 @@ def chosen(table: RuleTable) -> tuple[list[str], list[str]]:
         }
     )
     names = sorted(table.rules)
-    grants = sorted(set(read[0::2]) | set(names[0::9]))
-    denies = sorted(set(read[1::2]) | set(names[4::9]) | set(names[0::27]))
+    grants = sorted(set(read[0::2]) | set(names[0::25]))
+    denies = sorted(set(read[1::2]) | set(names[12::25]) | set(names[0::50]))
     return grants, denies
 
 
