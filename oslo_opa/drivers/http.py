@@ -446,8 +446,11 @@ class HttpDriver(PolicyDirDriver):
                 _warm_body(''),
                 timeout=self._warm_timeout,
             )
-            held = status == 200 and 'result' in json.loads(data)
-        except (TransportError, ValueError, TypeError):
+            # A package's document is an object (no overlay: undefined).
+            held = status == 200 and isinstance(
+                json.loads(data).get('result'), dict
+            )
+        except (TransportError, ValueError, TypeError, AttributeError):
             return
         if held:
             self._unknown_overlays = True
