@@ -133,6 +133,10 @@ def state_path(allow_path: str) -> str:
     return allow_path.rsplit('/', 1)[0] + '/state'
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
 class Bundler:
     """What each bundle of a converted directory holds; compiling it.
 
@@ -192,6 +196,15 @@ class Bundler:
             for found in _PACKAGE_LINE.finditer(self.modules[m]):
                 if found.group(1) in packages:
                     self.edited.add(packages[found.group(1)])
+        # Whether the manifest vouches for every file but the edited
+        # rules': the library as written (its digests recorded), and no
+        # module of the operator's among them.
+        recorded = self.manifest.library_sha256
+        self.trusted = bool(recorded) and all(
+            m in self.manifest.library
+            and recorded.get(m) == _digest(self.modules[m])
+            for m in self.shared
+        )
         # Whether full bundles need the data: only Rego the converter did
         # not write reads it.
         self.reads_data = {
@@ -250,11 +263,7 @@ class Bundler:
 
         def changed(name: str | None, digest: str | None) -> bool:
             text = self.modules.get(name) if name else None
-            return (
-                text is None
-                or digest is None
-                or hashlib.sha256(text.encode('utf-8')).hexdigest() != digest
-            )
+            return text is None or digest is None or _digest(text) != digest
 
         if changed(entry.module, entry.sha256):
             return True

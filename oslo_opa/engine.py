@@ -256,18 +256,27 @@ class RegoPolicy:
     # --- compiling -------------------------------------------------------
 
     def validate(self) -> None:
-        """Compile every module together once, and the overlays.
+        """Compile what the manifest does not vouch for: each hand-edited
+        rule (with the rules it reads), and the overlays; everything,
+        when a library file differs from what the converter wrote or
+        hand-written modules sit beside the converted ones.  The rest is
+        compiled as decisions need it: its files are as the converter
+        wrote and compiled them (their SHA-256 says so).
 
         :raises PolicyLoadError: naming what does not compile.
         """
-        paths = [e.path for e in self.manifest.rules.values()]
-        if paths:
-            self._b.compile(
-                self._b.texts(list(self.modules)),
-                paths,
-                'the policy',
-                self.data_json,
-            )
+        if self._b.trusted:
+            for rule in sorted(self._b.edited):
+                self.bundle(rule)
+        else:
+            paths = [e.path for e in self.manifest.rules.values()]
+            if paths:
+                self._b.compile(
+                    self._b.texts(list(self.modules)),
+                    paths,
+                    'the policy',
+                    self.data_json,
+                )
         self.validate_overlays()
 
     def bundle(

@@ -45,6 +45,8 @@ class Manifest:
     # Its rules consult the overlays (converted by an oslo.opa that has
     # them).
     overlay_hooks: bool = False
+    # The library files' SHA-256 as written (empty: not recorded).
+    library_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def rule_for_match(self, match: str) -> RuleEntry | None:
         """The rule an ``opa:<match>`` check names, if any."""
@@ -120,6 +122,7 @@ def load(directory: str) -> Manifest:
             library=tuple(doc.get('library', ())),
             rules=rules,
             overlay_hooks=doc.get('overlay_hooks') is True,
+            library_sha256=dict(doc.get('library_sha256') or {}),
         )
     except (KeyError, TypeError, AttributeError) as e:
         raise PolicyLoadError(

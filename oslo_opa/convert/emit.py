@@ -96,6 +96,12 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
         'package_prefix': conv.prefix,
         'default_rule': conv.default_rule,
         'library': sorted(library_files()),
+        # What the library files held when written: a loader trusts the
+        # files that still match and compiles only the others.
+        'library_sha256': {
+            name: module_digest(text)
+            for name, text in sorted(library_files().items())
+        },
         'overlay_hooks': True,
         'rules': rules,
     }
