@@ -79,8 +79,8 @@ _options = [
                 'embedded',
                 'Decide with the embedded driver (regopy, in this process) '
                 'on the same rego_path and data_path when the driver fails; '
-                'for driver = http. The converted policy is loaded and '
-                'compiled at start-up, as with driver = embedded.',
+                'for driver = http. The converted policy is loaded at '
+                'start-up, as with driver = embedded.',
             ),
         ],
         help='What a decision is when the driver cannot make one (policy '
