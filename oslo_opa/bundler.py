@@ -37,6 +37,7 @@ its package.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import re
 from collections.abc import Mapping
@@ -47,7 +48,7 @@ import regopy
 from oslo_opa import manifest as manifest_mod
 from oslo_opa import rego_errors
 from oslo_opa.errors import PolicyLoadError
-from oslo_opa.input_profile import FULL, LOWER
+from oslo_opa.input_profile import FULL, LOWER, SIMPLE
 
 CASEFOLD = 'oslo_opa/casefold.rego'
 COMPARE = 'oslo_opa/compare.rego'
@@ -131,6 +132,16 @@ def decision_path(allow_path: str) -> str:
 
 def state_path(allow_path: str) -> str:
     return allow_path.rsplit('/', 1)[0] + '/state'
+
+
+# The fast bundle variants, each exact on the inputs it is used for.
+VARIANTS = (FULL, SIMPLE, LOWER)
+
+
+def regopy_version() -> str:
+    """The regopy in use: saved bundles are only read by the one that
+    wrote them."""
+    return importlib.metadata.version('regopy')
 
 
 def _digest(text: str) -> str:
@@ -432,6 +443,35 @@ class Bundler:
             [decision_path(SHARED_ALLOW), fast_path(SHARED_ALLOW)],
             f'rule {rule!r} (fast path)',
         )
+
+    def load_fast(self, digest: str, variant: int) -> Any:
+        """The fast bundle the conversion compiled and saved for digest
+        and variant (see convert/prebuilt.py), or None: none saved, saved
+        by another regopy, compiled for other builtin errors, or a file
+        that is not what the manifest says it is (then it is compiled
+        from the modules, which the manifest vouches for)."""
+        saved = self.manifest.prebuilt
+        entry = (saved.get('fast') or {}).get(f'{digest}/{variant}')
+        if (
+            entry is None
+            or saved.get('regopy') != regopy_version()
+            or not self.strict_builtin_errors
+        ):
+            return None
+        path = os.path.join(self.directory, str(entry.get('file')))
+        try:
+            with open(path, 'rb') as f:
+                data = f.read()
+        except (OSError, ValueError):
+            return None
+        if hashlib.sha256(data).hexdigest() != entry.get('sha256'):
+            return None
+        try:
+            return regopy.Interpreter().load_bundle(
+                path, regopy.BundleFormat.Binary
+            )
+        except regopy.RegoError:
+            return None
 
     def shared_text(self, rule: str) -> str:
         """rule's fast path, comments out and under the shared package."""

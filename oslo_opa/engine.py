@@ -323,10 +323,18 @@ class RegoPolicy:
             variant = FULL
         # Rules whose fast paths read the same (most share a check
         # string) share its bundles.
+        digest = self._b.fast_digest[rule]
         return self._cached(
             self._bundles,
-            ('fast', self._b.fast_digest[rule], variant),
-            lambda: self._b.build_fast(rule, variant),
+            ('fast', digest, variant),
+            lambda: self._load_or_build(rule, digest, variant),
+        )
+
+    def _load_or_build(self, rule: str, digest: str, variant: int) -> Any:
+        """The fast bundle the conversion saved, else compiled now."""
+        saved = self._b.load_fast(digest, variant)
+        return (
+            saved if saved is not None else self._b.build_fast(rule, variant)
         )
 
     def _cached(self, cache: dict, key: tuple, build: Any) -> Any:

@@ -47,6 +47,10 @@ class Manifest:
     overlay_hooks: bool = False
     # The library files' SHA-256 as written (empty: not recorded).
     library_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Fast bundles compiled at conversion (see convert/prebuilt.py):
+    # {"regopy": version, "fast": {"<digest>/<variant>": {"file",
+    # "sha256"}}}.
+    prebuilt: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def rule_for_match(self, match: str) -> RuleEntry | None:
         """The rule an ``opa:<match>`` check names, if any."""
@@ -89,6 +93,15 @@ def load(directory: str) -> Manifest:
         raise PolicyLoadError(f'{path}: cannot read: {e}') from e
     except ValueError as e:
         raise PolicyLoadError(f'{path}: not valid JSON: {e}') from e
+    return parse(doc, directory)
+
+
+def parse(doc: Any, directory: str) -> Manifest:
+    """The Manifest of a manifest document, for directory.
+
+    :raises PolicyLoadError: naming what is wrong.
+    """
+    path = os.path.join(directory, MANIFEST)
     try:
         rules = {}
         for name, entry in doc['rules'].items():
@@ -123,6 +136,7 @@ def load(directory: str) -> Manifest:
             rules=rules,
             overlay_hooks=doc.get('overlay_hooks') is True,
             library_sha256=dict(doc.get('library_sha256') or {}),
+            prebuilt=dict(doc.get('prebuilt') or {}),
         )
     except (KeyError, TypeError, AttributeError) as e:
         raise PolicyLoadError(

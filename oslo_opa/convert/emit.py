@@ -11,6 +11,7 @@ Layout::
     DIR/<prefix path>/<slug>.rego  one module per rule
     DIR/<prefix path>/<slug>.fast.rego  its boolean fast path
     DIR/<prefix path>/<slug>_test.rego  its generated tests (testgen.py)
+    DIR/bundles/*.rbb              fast bundles, compiled (prebuilt.py)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from oslo_opa.convert import naming
+from oslo_opa.convert import naming, prebuilt
 from oslo_opa.convert.compile import Conversion
 from oslo_opa.errors import ConversionError
 
@@ -183,12 +184,20 @@ def write(
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, 'w', encoding='utf-8') as f:
                 f.write(text)
+        # The fast bundles, compiled; the manifest says where.
+        doc = json.loads(files[MANIFEST])
+        doc['prebuilt'] = prebuilt.build(tmp, files)
+        with open(os.path.join(tmp, MANIFEST), 'w', encoding='utf-8') as f:
+            f.write(json.dumps(doc, indent=2, ensure_ascii=False) + '\n')
         # mkdtemp makes it private; the service must be able to read it.
         os.chmod(tmp, 0o755)  # noqa: S103
         _swap(tmp, output_dir)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ConversionError(f'{output_dir}: cannot write: {e}') from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _swap(new: str, target: str) -> None:
