@@ -12,6 +12,7 @@
     ``library='exclude'`` and the library once, ``library='only'``.
     Overlays go in under ``overlay/``, with the root ``oslo_opa/overlay``:
     in one OPA they apply to every service, so they ship in one bundle.
+    Each service's bundle also carries its batch rule (``batch.py``).
 ``push``
     The modules through OPA's Policy API, one ``PUT /v1/policies/<id>``
     each (ids ``oslo_opa/<prefix>/<file>``, the library under
@@ -48,6 +49,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from oslo_opa import batch
 from oslo_opa import manifest as manifest_mod
 from oslo_opa.engine import RegoPolicy
 from oslo_opa.errors import OsloOpaError, PolicyLoadError
@@ -165,6 +167,11 @@ def bundle_files(
         else:
             roots.append(path)
         files[rel.replace(os.sep, '/')] = text.encode('utf-8')
+    if library != 'only':
+        # The rule the http driver asks for several decisions at once.
+        name = batch.file_name(manifest.package_prefix)
+        files[name] = batch.module(manifest.package_prefix).encode('utf-8')
+        roots.append(batch.package(manifest.package_prefix).split('.'))
     if overlays:
         if not manifest.overlay_hooks:
             raise PolicyLoadError(
@@ -371,6 +378,8 @@ def push(
             service_ids[own + rel] = text
     for name, text in _overlay_names(overlays).items():
         service_ids[own + name] = text
+    prefix = manifest.package_prefix
+    service_ids[own + batch.file_name(prefix)] = batch.module(prefix)
     try:
         existing = list_policies(client)
     except OpaError as e:

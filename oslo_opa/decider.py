@@ -71,6 +71,11 @@ class DecisionCache:
             self._data.clear()
 
 
+def _input_key(rule: str, doc: Mapping[str, Any]) -> str:
+    """rule and doc as text: equal for equal decisions."""
+    return json.dumps([rule, doc], sort_keys=True, separators=(',', ':'))
+
+
 class Fallback:
     """A rule's converted-from oslo.policy check string, by oslo.policy."""
 
@@ -206,7 +211,19 @@ class Decider:
                     continue
             pending.append((i, rule, doc, key))
         if pending:
-            decided = driver.decide_many([(r, d) for _, r, d, _ in pending])
+            # The same rule on the same input (a list of resources of a
+            # few owners) is decided once.
+            same: dict[Any, int] = {}
+            unique: list[tuple[str, dict]] = []
+            where = []
+            for _, rule, doc, key in pending:
+                twin = key if key is not None else _input_key(rule, doc)
+                if twin not in same:
+                    same[twin] = len(unique)
+                    unique.append((rule, doc))
+                where.append(same[twin])
+            answers = driver.decide_many(unique)
+            decided = [answers[n] for n in where]
             for (i, rule, _doc, key), outcome in zip(
                 pending, decided, strict=True
             ):

@@ -46,6 +46,9 @@ Sections (all by default, or name them):
 ``overlay``
     What overlays cost the embedded driver: p50/p99 against native and
     against no overlay (``bench_overlays.py``).
+``batch``
+    1,000 decisions of one rule: decide_many against decide, embedded
+    and over http to a real OPA (``bench_batch.py``).
 """
 
 from __future__ import annotations
@@ -583,8 +586,8 @@ def main(argv: list[str] | None = None) -> int:
         'sections',
         nargs='*',
         metavar='SECTION',
-        help='convert, load, decide, startup, threads, http, overlay '
-        '(default: all)',
+        help='convert, load, decide, startup, threads, http, overlay, '
+        'batch (default: all)',
     )
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument(
@@ -614,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         'threads',
         'http',
         'overlay',
+        'batch',
     ]
     sections = args.sections or known
     unknown = set(sections) - set(known)
@@ -632,6 +636,10 @@ def main(argv: list[str] | None = None) -> int:
             bench_threads(work, args.requests)
         if 'http' in sections:
             bench_http(work, args.http_services.split(','), args.requests)
+        if 'batch' in sections:
+            from bench_batch import bench_batch
+
+            bench_batch(work)
         if 'overlay' in sections:
             from bench_overlays import bench_overlays
 

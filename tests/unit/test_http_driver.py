@@ -848,7 +848,7 @@ def test_bundle_is_reproducible_with_revision_and_roots(
         assert gz.read(1)  # a gzip stream
     files = _members(first)
     manifest = json.loads(files['.manifest'])
-    assert manifest['roots'] == ['oslo_opa/lib', 'svc']
+    assert manifest['roots'] == ['oslo_opa/batch/svc', 'oslo_opa/lib', 'svc']
     assert manifest['revision'].startswith('svc-')
     assert 'svc/admin_required.rego' in files
     assert 'oslo_opa/lib.rego' in files
@@ -881,7 +881,11 @@ def test_bundle_library_modes_and_data(rego_dir, tmp_path, capsys):
         == 0
     )
     files = _members(out)
-    assert json.loads(files['.manifest'])['roots'] == ['relations', 'svc']
+    assert json.loads(files['.manifest'])['roots'] == [
+        'oslo_opa/batch/svc',
+        'relations',
+        'svc',
+    ]
     assert json.loads(files['data.json']) == {'relations': {'a': ['b']}}
     assert not any(n.startswith('oslo_opa/') for n in files)
     lib_files = _members(lib)

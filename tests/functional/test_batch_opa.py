@@ -1,0 +1,193 @@
+"""decide_many over http: one request for a batch, against the real OPA.
+
+The bundle ``oslo-opa bundle`` builds carries each service's batch rule
+(oslo_opa/batch.py).  decide_many sends one request per batch and gets
+the same decisions as one decide per item; an item that errs in OPA
+gets its error and the others still decide; a bundle without the batch
+rule is asked one item at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from oslo_opa import bundle, decider, overlay
+from oslo_opa.convert import convert
+from tests import differential
+from tests.corpus import policy_file
+from tests.functional.test_opa_sidecar import Opa
+
+SERVICE = 'neutron'
+# An overlay that errs (lower() of a number, a builtin error under
+# strict-builtin-errors) for one caller, and says nothing otherwise.
+ERRING = """package oslo_opa.overlay
+
+deny["*"] contains "never" if {
+\tlower(input.credentials.boom) == "never this"
+}
+"""
+
+
+@pytest.fixture(scope='module')
+def converted(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('batch') / SERVICE)
+    convert(out, policy_files=[policy_file(SERVICE)], tests=False)
+    return out
+
+
+def _serve(opa_bin, tmp_path, directory, overlays=None, batch=True):
+    path = str(tmp_path / 'b.tar.gz')
+    bundle.build(directory, path, overlays=overlays)
+    if not batch:
+        # A bundle made by other means: without the batch rule.
+        import io
+        import tarfile
+
+        with tarfile.open(path) as tar:
+            kept = [
+                (m, tar.extractfile(m).read())
+                for m in tar.getmembers()
+                if not m.name.startswith('batch/')
+            ]
+        with tarfile.open(path, 'w:gz') as tar:
+            for member, data in kept:
+                tar.addfile(member, io.BytesIO(data))
+    return Opa(opa_bin, tmp_path, bundles=[path]).start()
+
+
+def _decider(directory, opa, **kw):
+    return decider.load(
+        directory,
+        driver='http',
+        cache_size=0,
+        opa_url=opa.url,
+        opa_read_timeout=30.0,
+        opa_warm_up=False,
+        **kw,
+    )
+
+
+class _Requests:
+    """Counts the driver's requests to OPA (a spy: they are still made)."""
+
+    def __init__(self, driver):
+        self.paths: list[str] = []
+        real = driver.transport.request
+
+        def request(method, path, *args, **kwargs):
+            self.paths.append(path.split('?')[0])
+            return real(method, path, *args, **kwargs)
+
+        driver.transport.request = request
+
+
+def _items(directory):
+    from oslo_opa.convert import load_rule_table
+
+    table = load_rule_table(policy_files=[policy_file(SERVICE)])
+    out = []
+    for rule in list(table.rules)[::7]:
+        for creds, target in differential.rule_inputs(table, rule, 6):
+            out.append((rule, creds, target))
+    return out
+
+
+def test_one_request_decides_as_one_per_item(opa_bin, tmp_path, converted):
+    opa = _serve(opa_bin, tmp_path, converted)
+    try:
+        d = _decider(converted, opa)
+        requests = _Requests(d.driver)
+        creds = {'user_id': 'u1', 'project_id': 'p1', 'roles': ['reader']}
+        targets = [
+            {'project_id': f'p{i}', 'id': f'port{i}'} for i in range(300)
+        ]
+        many = d.decide_many([('get_port', t) for t in targets], creds)
+        assert requests.paths == ['/v1/data/oslo_opa/batch/neutron/results']
+        one = [d.decide('get_port', t, creds) for t in targets]
+        assert many == one
+        assert many[1] is True and many[0] is False
+        # Many rules, many callers' inputs: the same as one by one.
+        items = _items(converted)
+        for creds_i in ({'roles': ['admin']}, {'roles': ['reader']}):
+            requests.paths.clear()
+            pairs = [(r, t) for r, _, t in items]
+            many = d.decide_many(pairs, creds_i)
+            assert len(requests.paths) == 1
+            assert many == [d.decide(r, t, creds_i) for r, t in pairs]
+        d.close()
+    finally:
+        opa.stop()
+
+
+def test_an_item_that_errs_gets_its_error(opa_bin, tmp_path, converted):
+    odir = tmp_path / 'ov'
+    odir.mkdir()
+    (odir / 'e.rego').write_text(ERRING)
+    overlays = overlay.load([str(odir)], embedded=False)
+    opa = _serve(opa_bin, tmp_path, converted, overlays=overlays)
+    try:
+        d = _decider(converted, opa, overlay_path=[str(odir)])
+        requests = _Requests(d.driver)
+        admin = {'roles': ['admin'], 'boom': 'x'}
+        erring = {'roles': ['admin'], 'boom': 1}
+        pairs = [('get_port', {'id': str(i)}) for i in range(3)]
+        assert d.decide_many(pairs, admin) == [True, True, True]
+        assert len(requests.paths) == 1
+        # One caller's inputs make OPA err: asked one by one, each
+        # fails closed (a deny), and a request per item follows.
+        requests.paths.clear()
+        driver_many = d.driver.decide_many(
+            [
+                ('get_port', d.driver.input_for('get_port', admin, {})),
+                ('get_port', d.driver.input_for('get_port', erring, {})),
+                ('not_a_rule', {}),
+            ]
+        )
+        assert driver_many[0] is True
+        assert 'HTTP 500' in str(driver_many[1])
+        assert 'not in the manifest' in str(driver_many[2])
+        assert len(requests.paths) == 3  # the batch, then each of two
+        d.close()
+    finally:
+        opa.stop()
+
+
+def test_without_the_batch_rule_one_request_per_item(
+    opa_bin, tmp_path, converted
+):
+    opa = _serve(opa_bin, tmp_path, converted, batch=False)
+    try:
+        d = _decider(converted, opa)
+        requests = _Requests(d.driver)
+        creds = {'user_id': 'u1', 'project_id': 'p1', 'roles': ['reader']}
+        targets = [{'project_id': f'p{i}'} for i in range(5)]
+        many = d.decide_many([('get_port', t) for t in targets], creds)
+        assert many == [False, True, False, False, False]
+        assert requests.paths[0] == '/v1/data/oslo_opa/batch/neutron/results'
+        assert len(requests.paths) == 6
+        # Known from then on: no more batch requests.
+        requests.paths.clear()
+        d.decide_many([('get_port', t) for t in targets], creds)
+        assert len(requests.paths) == 5
+        d.close()
+    finally:
+        opa.stop()
+
+
+def test_the_batch_rule_is_opa_check_and_fmt_clean(
+    opa_bin, tmp_path, converted
+):
+    from oslo_opa import batch
+    from tests.functional.conftest import run_opa
+
+    path = tmp_path / 'batch.rego'
+    path.write_text(batch.module('neutron'))
+    proc = run_opa(opa_bin, 'check', '--strict', converted, str(path))
+    assert proc.returncode == 0, proc.stderr
+    proc = run_opa(opa_bin, 'fmt', '--list', str(path))
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout
+    assert os.path.basename(batch.file_name('neutron')) == 'neutron.rego'
+    json.loads(batch.body([('a', {})]))
