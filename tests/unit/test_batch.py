@@ -8,7 +8,7 @@ import json
 import pytest
 
 from oslo_opa import batch, decider
-from oslo_opa.convert import convert
+from tests import policies
 
 POLICY = """
 owner: project_id:%(project_id)s
@@ -18,10 +18,7 @@ admin: role:admin
 
 @pytest.fixture
 def converted(tmp_path):
-    (tmp_path / 'p.yaml').write_text(POLICY)
-    out = str(tmp_path / 'opa')
-    convert(out, policy_files=[str(tmp_path / 'p.yaml')], tests=False)
-    return out
+    return policies.converted(str(tmp_path), POLICY)
 
 
 @pytest.mark.parametrize('cache_size', [0, 64])

@@ -9,21 +9,12 @@ from oslo_config import cfg
 from oslo_policy import policy as oslo_policy
 
 from oslo_opa import fixture
-from oslo_opa.convert import convert
-
-POLICY = """
-admin: role:admin
-get_thing: rule:admin or project_id:%(project_id)s
-delete_thing: rule:admin
-"""
+from tests import policies
 
 
 @pytest.fixture
 def converted(tmp_path):
-    (tmp_path / 'p.yaml').write_text(POLICY)
-    out = str(tmp_path / 'opa')
-    convert(out, policy_files=[str(tmp_path / 'p.yaml')])
-    return out
+    return policies.converted(str(tmp_path), policies.THINGS, tests=True)
 
 
 def _module(out):

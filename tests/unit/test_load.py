@@ -19,20 +19,12 @@ from oslo_opa import bundler, decider
 from oslo_opa.convert import convert
 from oslo_opa.engine import RegoPolicy
 from oslo_opa.errors import PolicyLoadError
-
-POLICY = """
-admin: role:admin
-get_thing: rule:admin or project_id:%(project_id)s
-delete_thing: rule:admin
-"""
+from tests import policies
 
 
 @pytest.fixture
 def converted(tmp_path):
-    (tmp_path / 'p.yaml').write_text(POLICY)
-    out = str(tmp_path / 'opa')
-    convert(out, policy_files=[str(tmp_path / 'p.yaml')], tests=False)
-    return out
+    return policies.converted(str(tmp_path), policies.THINGS)
 
 
 @pytest.fixture
