@@ -74,6 +74,7 @@ FAST_LIBRARY: dict[str, tuple[str, ...]] = {
     'py_lower': (CASEFOLD,),
     'py_str': (_PYSTR,),
     'str_eq': (COMPARE, _PYSTR),
+    'cred_is': (COMPARE, _PYSTR),
     'has': (_SUBST, _PYSTR),
     'subst_text': (_SUBST, _PYSTR),
     'cred_eq': (_SUBST, _PYSTR),
@@ -102,11 +103,14 @@ FAST_LIBRARY_SIMPLE = dict(
     FAST_LIBRARY,
     roles_list_lower=(ROLES,),
     str_eq=(COMPARE,),
+    cred_is=(COMPARE,),
 )
 _LIB_CALL = re.compile(r'\blib\.([A-Za-z_][A-Za-z0-9_]*)')
 PLAIN_COMPARE = """package oslo_opa.lib
 
 str_eq(a, b) if a == b
+
+cred_is(v, values) if v in values
 """
 # A package name from the manifest, before it is written into Rego.
 _PACKAGE = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*')

@@ -50,26 +50,51 @@ def _plain_ascii(text: str) -> bool:
     )
 
 
+def _roles_list(value: Any) -> list | None:
+    """The roles as the list oslo.policy's role check iterates, or None.
+
+    ``role:x`` lower-cases each item of ``creds["roles"]`` as it
+    iterates it: a string's characters, a dict's keys.  Only role checks
+    read roles on the fast path (a generic check on ``roles`` says
+    "maybe"), so those forms are sent as the list they iterate as.
+    """
+    kind = type(value)
+    if kind is list:
+        return value
+    if kind is str:
+        return list(value)
+    if kind is dict and all(type(k) is str for k in value):
+        return list(value)
+    return None
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
 def fast_profile(
     doc: Mapping[str, Any],
 ) -> tuple[int, tuple | None, Mapping[str, Any]] | None:
     """What the fast path needs to know of a decision's input, in one pass.
 
-    None when the fast path cannot decide it: lib.tidy does not hold
-    (roles not a list of strings, another credential an object or a
-    list, a target value a list, an object or a float), once credentials
-    holding a list of one string are folded to that string.  Otherwise
-    (the fast variant the input may use, a key equal for equal fast-path
-    documents or None, the credentials to send): types are in the key,
-    as True and 1 are equal in Python and not in Rego.  Values of a
-    subclass of str, int or bool take the full variant and no key.
+    None when the fast path cannot decide it: roles are not a list of
+    strings (once a string or a dict of them is sent as the list of
+    what ``role:`` iterates), another credential is an object or a list
+    holding one, a target value is a list, an object or a float.
+    Otherwise (the fast variant the input may use, a key equal for
+    equal fast-path documents or None, the credentials to send): types
+    are in the key, as True and 1 are equal in Python and not in Rego.
+    Values of a subclass of str, int or bool take the full variant and
+    no key; roles of a subclass of list or str take the three-valued
+    path.
 
-    The fold is exact for the converter's fast paths: they read a
-    credential other than roles only through generic checks, which
-    oslo.policy walks into a list item by item, so ``["service"]``
-    decides every such check as ``"service"`` does (oslo.context's
-    ``service_roles`` on a service's token).  Hand-edited rules have no
-    fast path.
+    Credentials other than roles reach the fast path only through
+    generic checks, which oslo.policy walks into a list item by item,
+    and the fast path's comparisons (``lib.str_eq``, ``lib.cred_is``,
+    ``lib.cred_eq``) walk a list of scalars the same way.  A list
+    holding one string is sent as that string (oslo.context's
+    ``service_roles`` on a service's token): the plain variants then
+    apply.  Longer lists take the full variant, whose comparisons walk
+    them.  Hand-edited rules have no fast path.
     """
     try:
         parts = (doc['credentials'].items(), doc['target'].items())
@@ -83,9 +108,10 @@ def fast_profile(
         for name, value in items:
             kind = type(value)
             if is_creds and name == 'roles':
-                if not isinstance(value, list):
+                roles = _roles_list(value)
+                if roles is None:
                     return None
-                for role in value:
+                for role in roles:
                     if type(role) is not str:
                         if not isinstance(role, str):
                             return None
@@ -94,24 +120,25 @@ def fast_profile(
                         simple = False
                     elif lower and not role.islower() and role != role.lower():
                         lower = False
-                if kind is not list:
-                    simple = keyed = False
-                value = tuple(value)
+                if roles is not value:
+                    folded[name] = roles
+                value = (kind, tuple(roles))
             elif kind is str:
                 if simple and not _plain_ascii(value):
                     simple = False
-            elif (
-                is_creds
-                and kind is list
-                and len(value) == 1
-                and type(value[0]) is str
-            ):
-                value = folded[name] = value[0]
-                kind = str
-                if simple and not _plain_ascii(value):
+            elif is_creds and kind is list:
+                if len(value) == 1 and type(value[0]) is str:
+                    value = folded[name] = value[0]
+                    kind = str
+                    if simple and not _plain_ascii(value):
+                        simple = False
+                elif value:
+                    if not all(type(v) in _SCALARS for v in value):
+                        return None
                     simple = False
-            elif is_creds and kind is list and not value:
-                value = ()  # tidy: a check walks it and finds nothing
+                    value = tuple((type(v), v) for v in value)
+                else:
+                    value = ()  # tidy: a check walks it and finds nothing
             elif isinstance(value, (list, dict)) or (
                 not is_creds and isinstance(value, float)
             ):

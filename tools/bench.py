@@ -46,6 +46,10 @@ Sections (all by default, or name them):
 ``overlay``
     What overlays cost the embedded driver: p50/p99 against native and
     against no overlay (``bench_overlays.py``).
+``inputs``
+    No slow inputs: every rule over the inputs the differential tests
+    generate, by input class, embedded against native
+    (``bench_inputs.py``).
 ``batch``
     1,000 decisions of one rule: decide_many against decide, embedded
     and over http to a real OPA (``bench_batch.py``).
@@ -587,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs='*',
         metavar='SECTION',
         help='convert, load, decide, startup, threads, http, overlay, '
-        'batch (default: all)',
+        'batch, inputs (default: all)',
     )
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument(
@@ -604,6 +608,17 @@ def main(argv: list[str] | None = None) -> int:
         help='services for the overlay section',
     )
     parser.add_argument(
+        '--inputs-services',
+        default='keystone,nova,neutron',
+        help='services for the inputs section',
+    )
+    parser.add_argument(
+        '--inputs-per-rule',
+        type=int,
+        default=40,
+        help='generated inputs per rule in the inputs section',
+    )
+    parser.add_argument(
         '--http-services',
         default='placement,nova',
         help='services for the http section',
@@ -618,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         'http',
         'overlay',
         'batch',
+        'inputs',
     ]
     sections = args.sections or known
     unknown = set(sections) - set(known)
@@ -640,6 +656,12 @@ def main(argv: list[str] | None = None) -> int:
             from bench_batch import bench_batch
 
             bench_batch(work)
+        if 'inputs' in sections:
+            from bench_inputs import bench_inputs
+
+            bench_inputs(
+                work, args.inputs_services.split(','), args.inputs_per_rule
+            )
         if 'overlay' in sections:
             from bench_overlays import bench_overlays
 

@@ -19,8 +19,10 @@ check kind can raise.
 
 ``_fast`` reads a credential other than ``roles`` only through generic
 checks (``key:match``), which oslo.policy walks into a list item by
-item: the embedded driver relies on it to send a list holding one
-string as that string (see ``input_profile.fast_profile``).
+item, and compares it only through ``lib.str_eq``, ``lib.cred_is`` and
+``lib.cred_eq``, which do the same: the embedded driver relies on it to
+send a list holding one string as that string, and a list of scalars
+as it is (see ``input_profile.fast_profile``).
 """
 
 from __future__ import annotations
@@ -232,9 +234,10 @@ class FastPath:
             m = fmt.static
             if m.startswith(('[', '{')):
                 self._may_raise(f'lib.has(input.credentials, {first})')
-            # Lists (walked) and dicts take the three-valued path.
+            # Dicts take the three-valued path; lists of scalars are
+            # walked by cred_is (the embedded driver sends them here).
             self._may_raise(_UNTIDY)
-            return _equal_str(cred, m)
+            return f'lib.cred_is({cred}, [{", ".join(_str_twins(m))}])'
         self._may_raise(_UNTIDY)
         if len(fmt.parts) == 1:
             # project_id:%(target.project.id)s, the commonest check.
@@ -278,9 +281,9 @@ _INT = re.compile(r'-?(0|[1-9][0-9]*)')
 _UNTIDY = 'not lib.tidy'
 
 
-def _equal_str(ref: str, text: str) -> str:
-    """An expression true exactly when Python's str() of ref's scalar
-    value is text: the string itself, or a typed value that prints so."""
+def _str_twins(text: str) -> list[str]:
+    """Rego terms of the scalars whose Python str() is text: the string
+    itself, and a typed value that prints so."""
     values = [rego_string(text)]
     if text in ('True', 'False'):
         values.append(text.lower())
@@ -288,6 +291,13 @@ def _equal_str(ref: str, text: str) -> str:
         values.append('null')
     elif _INT.fullmatch(text) and text != '-0':
         values.append(text)
+    return values
+
+
+def _equal_str(ref: str, text: str) -> str:
+    """An expression true exactly when Python's str() of ref's scalar
+    value is text."""
+    values = _str_twins(text)
     if len(values) == 1:
         return f'{ref} == {values[0]}'
     return f'{ref} in {{{", ".join(values)}}}'

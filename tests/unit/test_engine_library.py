@@ -204,6 +204,10 @@ _TIDY_CASES = [
     ({'x': [], 'roles': []}, {'a': 'b'}),
     ({'x': ['']}, {}),
     ({'x': [[]]}, {}),
+    ({'x': ['a', 1, None, True]}, {}),
+    ({'x': ['a', {'b': 1}]}, {}),
+    ({'roles': ''}, {}),
+    ({'roles': {}}, {}),
     ({'x': {'a': 1}}, {}),
     ({}, {'a': None, 'b': True, 'c': 7, 'd': 'x'}),
     ({}, {'a': 1.5}),
@@ -214,8 +218,11 @@ _TIDY_CASES = [
 
 @pytest.mark.parametrize('creds,target', _TIDY_CASES)
 def test_the_python_tidy_is_lib_tidy(creds, target):
-    """The engine decides lib.tidy in Python; the two must agree, or a
-    fast path (which assumes no check can raise) decides wrongly."""
+    """The engine decides in Python whether the fast path may decide; it
+    must agree with lib.tidy (the fast path assumes no check can raise),
+    but for what the fast path handles beyond it: roles sent as the list
+    a role check iterates, and credentials that are lists of scalars
+    (the fast path's comparisons walk them, as oslo.policy does)."""
     import json
 
     import regopy
@@ -223,16 +230,30 @@ def test_the_python_tidy_is_lib_tidy(creds, target):
     it = regopy.Interpreter()
     for name, text in _library().items():
         it.add_module(name, text)
+
+    def tidy(doc):
+        it.set_input_term(json.dumps(doc))
+        # A query whose expression is false is undefined: bind the value.
+        out = str(it.query('x := data.oslo_opa.lib.tidy'))
+        assert out.endswith(('"x":true}}', '"x":false}}')), out
+        return out.endswith('true}}')
+
     doc = {'credentials': creds, 'target': target}
     profile = input_profile.fast_profile(doc)
-    # What the fast path is sent: credentials with one-string lists
-    # folded to the string.
-    sent = doc if profile is None else {**doc, 'credentials': profile[2]}
-    it.set_input_term(json.dumps(sent))
-    # A query whose expression is false is undefined: bind the value.
-    tidy = str(it.query('x := data.oslo_opa.lib.tidy'))
-    assert tidy.endswith(('"x":true}}', '"x":false}}')), tidy
-    assert (profile is not None) is tidy.endswith('true}}')
+    if profile is None:
+        assert not tidy(doc)
+        return
+    sent = profile[2]
+    if isinstance(creds.get('roles'), (str, dict)):
+        assert sent['roles'] == list(creds['roles'])
+    # Beyond lib.tidy only lists of scalars: one of their items is tidy.
+    lists = {
+        k: v[0]
+        for k, v in sent.items()
+        if k != 'roles' and isinstance(v, list) and v
+    }
+    assert all(not isinstance(v, (list, dict)) for v in lists.values())
+    assert tidy({**doc, 'credentials': {**sent, **lists}})
 
 
 @pytest.mark.parametrize(
@@ -270,41 +291,67 @@ def test_each_fast_variant_decides_as_the_full_policy(
     assert variant in built
 
 
-def test_a_list_of_one_string_is_decided_as_the_string(tmp_path):
-    """Credentials holding ["s"] take the fast path as "s", exactly."""
+def test_credential_lists_and_odd_roles_take_the_fast_path(tmp_path):
+    """Credentials holding lists of scalars, and roles that are a string
+    or a dict, are decided by the fast path, exactly: as the three-valued
+    rule decides (the differential tests compare both with oslo.policy).
+    ["s"] is sent as "s"; longer lists as they are, to the full variant,
+    whose comparisons walk them."""
     policy = _converted(
         tmp_path,
         '"one": "service_roles:service and project_id:%(p)s"\n'
         '"both": "x:a and x:b"\n'
-        '"subst": "x:%(p)s or x:pre-%(p)s"\n',
+        '"subst": "x:%(p)s or x:pre-%(p)s"\n'
+        '"typed": "x:True or x:1 or not x:None"\n'
+        '"role": "role:admin or (role:b and not role:c)"\n',
     )
     doc = {'credentials': {'x': ['a'], 'roles': ['r']}, 'target': {}}
     assert input_profile.fast_profile(doc)[2] == {'x': 'a', 'roles': ['r']}
     assert doc['credentials']['x'] == ['a']  # the caller's is untouched
-    assert (
-        input_profile.fast_profile(
-            {'credentials': {'x': ['a', 'b']}, 'target': {}}
-        )
-        is None
-    )
-    assert (
-        input_profile.fast_profile({'credentials': {'x': [1]}, 'target': {}})
-        is None
-    )
+    two = {'credentials': {'x': ['a', 'b']}, 'target': {}}
+    assert input_profile.fast_profile(two)[0] == input_profile.FULL
+    nested = {'credentials': {'x': ['a', {'b': 1}]}, 'target': {}}
+    assert input_profile.fast_profile(nested) is None
+    odd = {'credentials': {'roles': 'Ab'}, 'target': {}}
+    assert input_profile.fast_profile(odd)[2] == {'roles': ['A', 'b']}
     cases = [
         ('one', {'service_roles': ['service'], 'project_id': 'p1'}, True),
         ('one', {'service_roles': ['Service'], 'project_id': 'p1'}, False),
         ('one', {'service_roles': ['service', 'x'], 'project_id': 'p1'}, True),
+        ('one', {'service_roles': ['x', 'service'], 'project_id': 'p1'}, True),
+        ('one', {'service_roles': ['x', 'y'], 'project_id': 'p1'}, False),
         ('one', {'service_roles': [], 'project_id': 'p1'}, False),
         ('one', {'service_roles': ['service'], 'project_id': 'p2'}, False),
         ('both', {'x': ['a']}, False),
         ('both', {'x': ['a', 'b']}, True),
+        ('both', {'x': ['b', 1, 'a']}, True),
         ('subst', {'x': ['p1']}, True),
         ('subst', {'x': ['pre-p1']}, True),
         ('subst', {'x': ['True']}, False),
         ('subst', {'x': ['p2', 'pre-p1']}, True),
+        ('subst', {'x': [None, 'p2']}, False),
+        ('typed', {'x': [True, 'None']}, True),
+        ('typed', {'x': ['true', 1]}, True),
+        ('typed', {'x': ['true', None]}, False),
+        ('typed', {'x': ['1.0', 'x']}, True),
+        ('typed', {'x': [False, 0, 'none']}, True),
+        ('role', {'roles': 'admin'}, False),
+        ('role', {'roles': 'b'}, True),
+        ('role', {'roles': 'bc'}, False),
+        ('role', {'roles': {'ADMIN': 1}}, True),
+        ('role', {'roles': {'B': None, 'x': 2}}, True),
+        ('role', {'roles': {}}, False),
+        ('role', {'roles': ''}, False),
     ]
-    for rule, creds, allowed in cases:
-        doc = {'credentials': creds, 'target': {'p': 'p1'}, 'rule': rule}
+    docs = [
+        {'credentials': creds, 'target': {'p': 'p1'}, 'rule': rule}
+        for rule, creds, _ in cases
+    ]
+    decided = [policy.evaluate(doc['rule'], doc) for doc in docs]
+    # Every decision came from a fast bundle: no full one was built.
+    assert not [key for key in policy._bundles if key[0] == 'full']
+    for doc, (rule, creds, allowed), got in zip(
+        docs, cases, decided, strict=True
+    ):
         assert policy.state(rule, doc) == ('t' if allowed else 'f'), creds
-        assert policy.evaluate(rule, doc) is allowed, (rule, creds)
+        assert got is allowed, (rule, creds)

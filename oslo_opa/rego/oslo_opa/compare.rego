@@ -1,13 +1,17 @@
-# str_eq: comparison by Python's str(), for the fast path.
+# str_eq and cred_is: comparison by Python's str(), for the fast path.
 #
-# The embedded driver swaps this file for ``str_eq(a, b) if a == b`` on
-# an input where that is the same function: no string in it reads like
+# The embedded driver swaps this file for plain ``==`` and ``in`` on an
+# input where those are the same functions: no string in it reads like
 # the str() of a non-string ("True", "False", "None", digits), so equal
-# str() means equal values (floats arrive as their str() already).
+# str() means equal values (floats arrive as their str() already), and
+# no credential is a list.
 package oslo_opa.lib
 
 # str_eq(a, b): Python's str(a) == str(b), for scalars.  Two strings
-# compare as they are: the common case spares the py_str calls.
+# compare as they are: the common case spares the py_str calls.  A list
+# a (a credential, which oslo.policy's _find_in_dict walks item by item)
+# matches when one of its scalar items does; lib.tidy lets no list reach
+# here, the embedded driver lets lists of scalars (input_profile).
 str_eq(a, b) if {
 	is_string(a)
 	a == b
@@ -21,4 +25,21 @@ str_eq(a, b) if {
 str_eq(a, b) if {
 	not is_string(b)
 	py_str(a) == py_str(b)
+}
+
+str_eq(a, b) if {
+	is_array(a)
+	some x in a
+	py_str(x) == py_str(b)
+}
+
+# cred_is(v, values): str(v) is the text whose typed twins values lists
+# (the converter writes them: "True" and true, "1" and 1); for a list v,
+# str() of one of its items is.
+cred_is(v, values) if v in values
+
+cred_is(v, values) if {
+	is_array(v)
+	some x in v
+	x in values
 }

@@ -31,6 +31,13 @@ _part_present(p) if is_string(p)
 
 _part_present(p) if has(input.target, p.key)
 
-# cred_eq(key, m): _find_in_dict(creds, [key], m), when it cannot raise
-# and creds[key] is no container.
+# cred_eq(key, m): _find_in_dict(creds, [key], m), when it cannot raise:
+# creds[key] is a scalar, or a list of scalars walked item by item.
 cred_eq(key, m) if py_str(input.credentials[key]) == m
+
+cred_eq(key, m) if {
+	v := input.credentials[key]
+	is_array(v)
+	some x in v
+	py_str(x) == m
+}
