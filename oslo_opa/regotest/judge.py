@@ -16,56 +16,50 @@ from oslo_opa.rego_errors import messages
 from oslo_opa.regotest.modules import _Test
 from oslo_opa.regotest.results import TestResult
 
-# Makes a test's result from its fields: result(test, failed=True).
-Result = Callable[..., TestResult]
-
 
 def judge(
     test: _Test,
     reply: dict[str, Any],
     texts: dict[str, str],
-    result: Result,
+    result: Callable[..., TestResult],
 ) -> TestResult:
     """test's result from the worker's reply to evaluating it.
 
     :param texts: the compiled modules' text by file name, for the
         locations in error messages.
+    :param result: makes a result of test from its fields.
     """
-    judged = _outcome(test, reply, texts, result)
-    judged.output = _output(reply)
-    return judged
+    return result(test, output=_output(reply), **_fields(test, reply, texts))
 
 
-def _outcome(
-    test: _Test,
-    reply: dict[str, Any],
-    texts: dict[str, str],
-    result: Result,
-) -> TestResult:
+def _fields(
+    test: _Test, reply: dict[str, Any], texts: dict[str, str]
+) -> dict[str, Any]:
+    """The fields of test's result the reply gives, output aside."""
     ns = int(reply.get('ns') or 0)
     text = reply.get('text')
     if not reply.get('ok') or not isinstance(text, str):
         msgs = [
             m for raw in reply.get('errors', []) for m in messages(raw, texts)
         ]
-        return result(
-            test, error='; '.join(msgs) or 'regopy error', duration_ns=ns
-        )
+        return {
+            'error': '; '.join(msgs) or 'regopy error',
+            'duration_ns': ns,
+        }
     if text == 'undefined':
-        return result(test, failed=True, duration_ns=ns)
+        return {'failed': True, 'duration_ns': ns}
     try:
         value = json.loads(text)['expressions'][0]
     except (ValueError, KeyError, IndexError, TypeError):
         msgs = messages(text, texts)
-        return result(
-            test,
-            error='; '.join(msgs) or f'unreadable result: {text[:200]}',
-            duration_ns=ns,
-        )
+        return {
+            'error': '; '.join(msgs) or f'unreadable result: {text[:200]}',
+            'duration_ns': ns,
+        }
     if test.cases and isinstance(value, dict):
         failed, subs = _sub_results(value)
-        return result(test, failed=failed, sub_results=subs, duration_ns=ns)
-    return result(test, failed=value is not True, duration_ns=ns)
+        return {'failed': failed, 'sub_results': subs, 'duration_ns': ns}
+    return {'failed': value is not True, 'duration_ns': ns}
 
 
 def _sub_results(value: Any) -> tuple[bool, dict[str, Any]]:
