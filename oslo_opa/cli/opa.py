@@ -64,15 +64,15 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from oslo_opa import bundle
+    from oslo_opa import opa_push
 
     overlays = overlays_of(args, embedded=False)
     if overlays is not None:
         _check_overlays(args, overlays)
     client = _client(args)
     try:
-        report = bundle.push(args.directory, client, overlays=overlays)
-    except bundle.PushError as e:
+        report = opa_push.push(args.directory, client, overlays=overlays)
+    except opa_push.PushError as e:
         print(f'oslo-opa: error: {e}', file=sys.stderr)
         return EXIT_FAILED
     finally:
@@ -86,14 +86,15 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from oslo_opa import bundle
+    from oslo_opa import opa_status
+    from oslo_opa.opa_rest import OpaError
 
     client = _client(args)
     try:
-        st = bundle.status(
+        st = opa_status.status(
             client, args.directory, overlays_of(args, embedded=False)
         )
-    except bundle.OpaError as e:
+    except OpaError as e:
         print(f'oslo-opa: error: {e}', file=sys.stderr)
         return EXIT_FAILED
     finally:

@@ -10,7 +10,7 @@ Layout::
     DIR/oslo_opa/*.rego            the helper library
     DIR/<prefix path>/<slug>.rego  one module per rule
     DIR/<prefix path>/<slug>.fast.rego  its boolean fast path
-    DIR/<prefix path>/<slug>_test.rego  its generated tests (testgen.py)
+    DIR/<prefix path>/<slug>_test.rego  its generated tests (testgen/)
     DIR/bundles/*.rbb              fast bundles, compiled (prebuilt.py)
 """
 

@@ -14,7 +14,10 @@ The modules, each with one job:
   and data where that is what OPA evaluates;
 * ``worker``: the worker process regopy runs in (it can crash or hang),
   which captures each test's ``print()`` output;
+* ``batches``: which modules a test reads, and batches of tests that
+  share them;
 * ``runner``: compile and evaluate tests in workers (``run``);
+* ``judge``: a test's result from a worker's reply;
 * ``report``: render results as ``opa test`` does.
 
 Not matched: OPA's compile-time checks (unsafe variables, type errors)
@@ -28,6 +31,7 @@ escapes in strings).
 """
 
 # _scan, _name_tests and _split_tests: for the unit tests of the rewrites.
+from oslo_opa.regotest.batches import BATCH_MODULES
 from oslo_opa.regotest.errors import RegoTestError
 from oslo_opa.regotest.loader import DATA_EXTENSIONS
 from oslo_opa.regotest.modules import SKIP_PREFIX, TEST_PREFIX
@@ -39,12 +43,7 @@ from oslo_opa.regotest.report import (
     render_text,
 )
 from oslo_opa.regotest.results import TestResult
-from oslo_opa.regotest.runner import (
-    BATCH_MODULES,
-    MIN_COMPILE_TIMEOUT,
-    WORKERS,
-    run,
-)
+from oslo_opa.regotest.runner import MIN_COMPILE_TIMEOUT, WORKERS, run
 from oslo_opa.regotest.split import _name_tests as _name_tests
 from oslo_opa.regotest.split import _split_tests as _split_tests
 from oslo_opa.regotest.worker import WORKER_MEMORY

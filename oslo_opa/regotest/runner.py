@@ -1,12 +1,11 @@
-"""Running the tests in workers and turning replies into results.
+"""Compiling and evaluating the tests in workers (``run``).
 
-A test passes when it is defined and exactly ``true`` (any other value
-fails, an evaluation error is an error); a test object passes when each
-of its cases is ``true``.  A test that kills the worker is an error
-naming the signal, a test running past ``timeout`` is an error, and the
-worker is restarted for the next tests.  When compiling a batch of tests
-crashes regopy, they are compiled in halves, and so on, so that only the
-tests regopy cannot compile are errors.
+A reply is judged as ``opa test`` would (judge.py).  A test that kills
+the worker is an error naming the signal, a test running past
+``timeout`` is an error, and the worker is restarted for the next tests.
+When compiling a batch of tests crashes regopy, they are compiled in
+halves, and so on, so that only the tests regopy cannot compile are
+errors.
 
 A split test whose steps' ``with data.P as C`` modifiers were left out
 (see patches.py) runs in that data patch's *variant*: its batches are
@@ -20,7 +19,6 @@ no rule a variant keeps can conflict with its patch.
 
 from __future__ import annotations
 
-import base64
 import collections
 import copy
 import json
@@ -32,7 +30,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from oslo_opa.rego_errors import messages
+from oslo_opa.regotest.batches import Batcher
 from oslo_opa.regotest.errors import RegoTestError
+from oslo_opa.regotest.judge import judge
 from oslo_opa.regotest.loader import _load
 from oslo_opa.regotest.modules import _check_conflicts, _Module, _Step, _Test
 from oslo_opa.regotest.patches import Patch
@@ -42,37 +42,8 @@ from oslo_opa.regotest.worker import _Died, _Worker
 
 # Compiling every module at once may take a while on a big directory.
 MIN_COMPILE_TIMEOUT = 120.0
-# Modules compiled together, at most, when tests are run in batches.
-BATCH_MODULES = 60
 # Workers evaluating batches side by side.
 WORKERS = min(os.cpu_count() or 1, 4)
-
-
-def _sub_results(value: Any) -> tuple[bool, dict[str, Any]]:
-    """(failed, sub_results) of a test object, as OPA judges it: every
-    leaf must be true."""
-    if not isinstance(value, dict):
-        return True, {}
-    failed = False
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        sub: dict[str, Any] = {'name': key}
-        if isinstance(item, dict):
-            fail, subs = _sub_results(item)
-            if subs:
-                sub['sub_results'] = subs
-        else:
-            fail = item is not True
-        if fail:
-            sub['fail'] = True
-            failed = True
-        out[key] = sub
-    return failed, out
-
-
-def _output(reply: dict[str, Any]) -> bytes:
-    """What the test's print() calls wrote (the worker sends base64)."""
-    return base64.b64decode(reply.get('output') or '')
 
 
 class _Runner:
@@ -96,10 +67,7 @@ class _Runner:
         self.compile_timeout = max(MIN_COMPILE_TIMEOUT, timeout)
         self.worker = _Worker()
         self.owner = {id(t): m for m in modules for t in m.tests}
-        self._closures: dict[int, set[int]] = {}
-        # Modules by package, and by every prefix of their package.
-        self._at: dict[tuple[str, ...], list[_Module]] = {}
-        self._under: dict[tuple[str, ...], list[_Module]] = {}
+        self.batcher = Batcher(modules, self.owner)
         self._variants: dict[Patch, tuple[set[int], dict[str, Any]]] = {}
 
     def close(self) -> None:
@@ -236,75 +204,9 @@ class _Runner:
                     if todo:
                         self._load(worker, texts, list(todo), patch)
                     break
-                results[id(test)] = self._judge(test, reply, named)
-
-    def _judge(
-        self, test: _Test, reply: dict[str, Any], texts: dict[str, str]
-    ) -> TestResult:
-        result = self._outcome(test, reply, texts)
-        result.output = _output(reply)
-        return result
-
-    def _outcome(
-        self, test: _Test, reply: dict[str, Any], texts: dict[str, str]
-    ) -> TestResult:
-        ns = int(reply.get('ns') or 0)
-        text = reply.get('text')
-        if not reply.get('ok') or not isinstance(text, str):
-            msgs = [
-                m
-                for raw in reply.get('errors', [])
-                for m in messages(raw, texts)
-            ]
-            return self._result(
-                test, error='; '.join(msgs) or 'regopy error', duration_ns=ns
-            )
-        if text == 'undefined':
-            return self._result(test, failed=True, duration_ns=ns)
-        try:
-            value = json.loads(text)['expressions'][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            msgs = messages(text, texts)
-            return self._result(
-                test,
-                error='; '.join(msgs) or f'unreadable result: {text[:200]}',
-                duration_ns=ns,
-            )
-        if test.cases and isinstance(value, dict):
-            failed, subs = _sub_results(value)
-            return self._result(
-                test, failed=failed, sub_results=subs, duration_ns=ns
-            )
-        return self._result(test, failed=value is not True, duration_ns=ns)
+                results[id(test)] = judge(test, reply, named, self._result)
 
     # --- which modules a test needs --------------------------------------
-
-    def _closure(self, root: _Module) -> set[int]:
-        """ids of root and of every module it reads, transitively: those
-        whose package a ``data`` reference (or the package itself) is a
-        prefix of, or that are a prefix of the reference."""
-        if id(root) in self._closures:
-            return self._closures[id(root)]
-        if not self._under:
-            for m in self.modules:
-                pkg = tuple(m.package)
-                self._at.setdefault(pkg, []).append(m)
-                for n in range(len(pkg) + 1):
-                    self._under.setdefault(pkg[:n], []).append(m)
-        seen = {id(root)}
-        stack = [root]
-        while stack:
-            module = stack.pop()
-            for p in [*module.reads, tuple(module.package)]:
-                found = list(self._under.get(p, ()))
-                for n in range(len(p)):
-                    found += self._at.get(p[:n], ())
-                for other in found:
-                    if id(other) not in seen:
-                        seen.add(id(other))
-                        stack.append(other)
-        self._closures[id(root)] = seen
-        return seen
 
     def _batches(
         self, tests: list[_Test]
@@ -319,36 +221,9 @@ class _Runner:
             left_out = self._variant(patch)[0]
             out += [
                 (modules, batch, patch)
-                for modules, batch in self._batches_of(group, left_out)
+                for modules, batch in self.batcher.batches(group, left_out)
             ]
         return out
-
-    def _batches_of(
-        self, tests: list[_Test], left_out: set[int]
-    ) -> list[tuple[list[_Module], list[_Test]]]:
-        """Tests grouped by module, modules batched while the modules
-        they read stay few; modules in left_out (ids) left out."""
-        by_module: dict[int, list[_Test]] = {}
-        for test in tests:
-            by_module.setdefault(id(self.owner[id(test)]), []).append(test)
-        batches = []
-        ids: set[int] = set()
-        group: list[_Test] = []
-        for module in self.modules:
-            if id(module) not in by_module:
-                continue
-            closure = self._closure(module) - left_out
-            if group and len(ids | closure) > BATCH_MODULES:
-                batches.append((ids, group))
-                ids, group = set(), []
-            ids = ids | closure
-            group += by_module[id(module)]
-        if group:
-            batches.append((ids, group))
-        return [
-            ([m for m in self.modules if id(m) in ids], group)
-            for ids, group in batches
-        ]
 
     # --- running ---------------------------------------------------------
 
@@ -363,7 +238,7 @@ class _Runner:
         covered = {id(m) for modules, _, _ in batches for m in modules}
         rest = [m for m in self.modules if id(m) not in covered]
         if rest or not batches:
-            needed = set().union(*(self._closure(m) for m in rest))
+            needed = set().union(*(self.batcher.closure(m) for m in rest))
             texts = [
                 (m.file, m.render())
                 for m in self.modules

@@ -39,7 +39,7 @@ import time
 
 import pytest
 
-from oslo_opa import bundle, check, cli, decider
+from oslo_opa import bundle, check, cli, decider, opa_push
 from oslo_opa.convert import convert, load_rule_table
 from oslo_opa.drivers.http import HttpDriver, Transport, TransportError
 from tests import corpus
@@ -697,7 +697,7 @@ def test_warm_up_prepares_every_path_in_opa(run_opa, converted):
 def _policies(opa):
     client = opa.transport()
     try:
-        return bundle.list_policies(client)
+        return opa_push.list_policies(client)
     finally:
         client.close()
 
