@@ -220,6 +220,10 @@ class Bundler:
             and recorded.get(m) == _digest(self.modules[m])
             for m in self.shared
         )
+        # Whether the fast paths may be sent credentials that are lists:
+        # their comparisons walk them if the converter and the library
+        # as written say so.
+        self.fast_lists = self.manifest.fast_lists and self.trusted
         # Whether full bundles need the data: only Rego the converter did
         # not write reads it.
         self.reads_data = {

@@ -448,7 +448,7 @@ class RegoPolicy:
                 input_doc = inputs.project(input_doc, keys)
         path = self.manifest.rules[rule].path
         profile = (
-            fast_profile(input_doc)
+            fast_profile(input_doc, self._b.fast_lists)
             if self._b.fast_library[rule] is not None
             else None
         )

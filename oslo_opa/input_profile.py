@@ -72,7 +72,7 @@ _SCALARS = (str, int, bool, type(None))
 
 
 def fast_profile(
-    doc: Mapping[str, Any],
+    doc: Mapping[str, Any], lists: bool = True
 ) -> tuple[int, tuple | None, Mapping[str, Any]] | None:
     """What the fast path needs to know of a decision's input, in one pass.
 
@@ -94,7 +94,9 @@ def fast_profile(
     holding one string is sent as that string (oslo.context's
     ``service_roles`` on a service's token): the plain variants then
     apply.  Longer lists take the full variant, whose comparisons walk
-    them.  Hand-edited rules have no fast path.
+    them, if lists (the fast paths were converted so, and the library is
+    as written); else the three-valued path.  Hand-edited rules have no
+    fast path.
     """
     try:
         parts = (doc['credentials'].items(), doc['target'].items())
@@ -133,7 +135,7 @@ def fast_profile(
                     if simple and not _plain_ascii(value):
                         simple = False
                 elif value:
-                    if not all(type(v) in _SCALARS for v in value):
+                    if not (lists and all(type(v) in _SCALARS for v in value)):
                         return None
                     simple = False
                     value = tuple((type(v), v) for v in value)

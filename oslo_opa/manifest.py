@@ -45,6 +45,9 @@ class Manifest:
     # Its rules consult the overlays (converted by an oslo.opa that has
     # them).
     overlay_hooks: bool = False
+    # Its fast paths walk credentials that are lists of scalars (see
+    # input_profile.fast_profile); older conversions' compare them whole.
+    fast_lists: bool = False
     # The library files' SHA-256 as written (empty: not recorded).
     library_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
     # Fast bundles compiled at conversion (see convert/prebuilt.py):
@@ -135,6 +138,7 @@ def parse(doc: Any, directory: str) -> Manifest:
             library=tuple(doc.get('library', ())),
             rules=rules,
             overlay_hooks=doc.get('overlay_hooks') is True,
+            fast_lists=doc.get('fast_lists') is True,
             library_sha256=dict(doc.get('library_sha256') or {}),
             prebuilt=dict(doc.get('prebuilt') or {}),
         )

@@ -104,6 +104,9 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
             for name, text in sorted(library_files().items())
         },
         'overlay_hooks': True,
+        # The fast paths' comparisons walk lists of scalars: the embedded
+        # driver may send such credentials to them.
+        'fast_lists': True,
         'rules': rules,
     }
 

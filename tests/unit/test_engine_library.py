@@ -355,3 +355,40 @@ def test_credential_lists_and_odd_roles_take_the_fast_path(tmp_path):
     ):
         assert policy.state(rule, doc) == ('t' if allowed else 'f'), creds
         assert got is allowed, (rule, creds)
+
+
+def test_lists_reach_the_fast_path_only_where_it_walks_them(tmp_path):
+    """A conversion whose manifest does not say its fast paths walk lists
+    (an older oslo.opa's), or whose library was edited, gets them decided
+    by the three-valued rule: an older fast path compares a list whole."""
+    import json
+
+    _converted(tmp_path, '"r": "not x:a and project_id:%(p)s"\n')
+    out = str(tmp_path / 'out')
+    doc = {
+        'credentials': {'x': ['b', 'a'], 'project_id': 'p1'},
+        'target': {'p': 'p1'},
+        'rule': 'r',
+    }
+
+    def decide(directory):
+        policy = engine.RegoPolicy(directory)
+        decided = policy.evaluate('r', doc)
+        full = [key for key in policy._bundles if key[0] == 'full']
+        return decided, bool(full)
+
+    assert decide(out) == (False, False)
+    manifest = os.path.join(out, 'manifest.json')
+    with open(manifest) as f:
+        written = json.load(f)
+    older = dict(written)
+    del older['fast_lists']
+    with open(manifest, 'w') as f:
+        json.dump(older, f)
+    assert decide(out) == (False, True)
+    with open(manifest, 'w') as f:
+        json.dump(written, f)
+    compare = os.path.join(out, 'oslo_opa', 'compare.rego')
+    with open(compare, 'a') as f:
+        f.write('\n# edited\n')
+    assert decide(out) == (False, True)
