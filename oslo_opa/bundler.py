@@ -78,6 +78,8 @@ FAST_LIBRARY: dict[str, tuple[str, ...]] = {
     'has': (_SUBST, _PYSTR),
     'subst_text': (_SUBST, _PYSTR),
     'cred_eq': (_SUBST, _PYSTR),
+    'items': (_SUBST, _PYSTR),
+    'odd_leaf': (_SUBST, _PYSTR),
 }
 # The package a fast bundle holds its rule's fast path under, so that
 # rules whose fast paths read the same share the bundle.
@@ -132,6 +134,10 @@ def fast_path(allow_path: str) -> str:
 
 def decision_path(allow_path: str) -> str:
     return allow_path.rsplit('/', 1)[0] + '/_fast_decision'
+
+
+def raising_roles_path(allow_path: str) -> str:
+    return allow_path.rsplit('/', 1)[0] + '/_rr_decision'
 
 
 def state_path(allow_path: str) -> str:
@@ -224,6 +230,15 @@ class Bundler:
         # their comparisons walk them if the converter and the library
         # as written say so.
         self.fast_lists = self.manifest.fast_lists and self.trusted
+        self.fast_raising_roles = (
+            self.manifest.fast_raising_roles and self.trusted
+        )
+        # The credentials each rule's fast path reads only through dotted
+        # paths, which it walks whatever they hold.
+        self.dotted = {
+            name: self._dotted(name) if self.trusted else frozenset()
+            for name in self.manifest.rules
+        }
         # Whether full bundles need the data: only Rego the converter did
         # not write reads it.
         self.reads_data = {
@@ -276,6 +291,17 @@ class Bundler:
             for name in self.manifest.rules
             if self.fast_library[name] is not None
         }
+
+    def _dotted(self, rule: str) -> frozenset[str]:
+        entries = [self.manifest.rules[r] for r in self.manifest.closure(rule)]
+        dotted = {k for e in entries for k in e.dotted_credentials}
+        flat = {
+            k
+            for e in entries
+            for k in e.credentials
+            if k not in e.dotted_credentials
+        }
+        return frozenset(dotted - flat)
 
     def _is_edited(self, entry: manifest_mod.RuleEntry) -> bool:
         """Whether entry's files differ from what the converter wrote."""
@@ -446,11 +472,10 @@ class Bundler:
             # _fast renamed allow, saves the engine a step per reference.
             module = self.manifest.rules[r].fast_module
             texts[module] = _FAST_RULE.sub(_rename, self.modules[module])
-        return self.compile(
-            texts,
-            [decision_path(SHARED_ALLOW), fast_path(SHARED_ALLOW)],
-            f'rule {rule!r} (fast path)',
-        )
+        entrypoints = [decision_path(SHARED_ALLOW), fast_path(SHARED_ALLOW)]
+        if self.manifest.fast_raising_roles:
+            entrypoints.append(raising_roles_path(SHARED_ALLOW))
+        return self.compile(texts, entrypoints, f'rule {rule!r} (fast path)')
 
     def load_fast(self, digest: str, variant: int) -> Any:
         """The fast bundle the conversion compiled and saved for digest

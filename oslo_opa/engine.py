@@ -46,7 +46,14 @@ import regopy
 from oslo_opa import bundler, inputs, overlay, overlay_query, regofast
 from oslo_opa import manifest as manifest_mod
 from oslo_opa.errors import OsloOpaError
-from oslo_opa.input_profile import FULL, LOWER, SIMPLE, all_ascii, fast_profile
+from oslo_opa.input_profile import (
+    FULL,
+    LOWER,
+    RAISING,
+    SIMPLE,
+    all_ascii,
+    fast_profile,
+)
 from oslo_opa.overlay_scope import OverlayScope
 from oslo_opa.policy_files import read_modules
 
@@ -448,7 +455,12 @@ class RegoPolicy:
                 input_doc = inputs.project(input_doc, keys)
         path = self.manifest.rules[rule].path
         profile = (
-            fast_profile(input_doc, self._b.fast_lists)
+            fast_profile(
+                input_doc,
+                self._b.fast_lists,
+                self._b.fast_raising_roles,
+                self._b.dotted[rule],
+            )
             if self._b.fast_library[rule] is not None
             else None
         )
@@ -457,16 +469,19 @@ class RegoPolicy:
             # the fast bundle decides, unless some check could still
             # raise ("maybe"), when allow does.
             fast_rule = self._b.alias[rule]
-            entry = (
-                bundler.fast_path
-                if self._b.direct[fast_rule]
-                else bundler.decision_path
-            )
+            variant = profile[0]
+            if variant == RAISING:
+                # Roles that raise: the fast module's _rr_decision.
+                entry, variant = bundler.raising_roles_path, FULL
+            elif self._b.direct[fast_rule]:
+                entry = bundler.fast_path
+            else:
+                entry = bundler.decision_path
             # A fast path reads only these (every value costs regopy
             # time to convert).
             doc = {'credentials': profile[2], 'target': input_doc['target']}
             ok, text = self._query(
-                self._fast_bundle(fast_rule, profile[0]),
+                self._fast_bundle(fast_rule, variant),
                 entry(bundler.SHARED_ALLOW),
                 doc,
                 profile[1],

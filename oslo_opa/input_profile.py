@@ -40,6 +40,8 @@ def all_ascii(doc: Any) -> bool:
 FULL = 0  # the library as written
 SIMPLE = 1  # ASCII and plain: ASCII_CASEFOLD, PLAIN_COMPARE, ASCII_ROLES
 LOWER = 2  # SIMPLE, and every role lower case already: LOWER_ROLES
+# Not a variant: FULL, asked for _rr_decision (roles that raise).
+RAISING = 3
 
 
 def _plain_ascii(text: str) -> bool:
@@ -69,10 +71,26 @@ def _roles_list(value: Any) -> list | None:
 
 
 _SCALARS = (str, int, bool, type(None))
+# What oslo.policy's role check cannot iterate, or lower-case.
+_NOT_ROLES = (int, bool, float, type(None), list, dict)
+
+
+def _roles_raise(value: Any) -> bool:
+    """Whether every role check oslo.policy reaches raises on value:
+    it cannot be iterated, or it is a list holding a non-string (the
+    check lower-cases every item before it compares)."""
+    kind = type(value)
+    if kind is list:
+        odd = [r for r in value if not isinstance(r, str)]
+        return bool(odd) and all(type(r) in _NOT_ROLES for r in odd)
+    return kind in (int, bool, float) or value is None
 
 
 def fast_profile(
-    doc: Mapping[str, Any], lists: bool = True
+    doc: Mapping[str, Any],
+    lists: bool = True,
+    raising: bool = True,
+    dotted: frozenset[str] = frozenset(),
 ) -> tuple[int, tuple | None, Mapping[str, Any]] | None:
     """What the fast path needs to know of a decision's input, in one pass.
 
@@ -97,12 +115,20 @@ def fast_profile(
     them, if lists (the fast paths were converted so, and the library is
     as written); else the three-valued path.  Hand-edited rules have no
     fast path.
+
+    Roles that make every role check raise (None, a number, a list
+    holding a non-string) give RAISING, if raising (the fast modules
+    then decide with ``_rr_decision``, which reads no role), and no key.
+    Credentials in dotted, which the rule reads only through dotted
+    paths (``token.domain.id``), may hold anything: the fast path walks
+    them, and says "maybe" where the walk is not plain dicts.
     """
     try:
         parts = (doc['credentials'].items(), doc['target'].items())
     except (KeyError, AttributeError, TypeError):
         return None
     simple = lower = keyed = True
+    roles_raise = False
     key = []
     folded = {}
     for is_creds, items in zip((True, False), parts, strict=True):
@@ -111,23 +137,31 @@ def fast_profile(
             kind = type(value)
             if is_creds and name == 'roles':
                 roles = _roles_list(value)
-                if roles is None:
-                    return None
-                for role in roles:
+                for role in roles or ():
                     if type(role) is not str:
                         if not isinstance(role, str):
-                            return None
+                            roles = None
+                            break
                         simple = keyed = False
                     elif simple and not _plain_ascii(role):
                         simple = False
                     elif lower and not role.islower() and role != role.lower():
                         lower = False
+                if roles is None:
+                    if not (raising and _roles_raise(value)):
+                        return None
+                    roles_raise = True
+                    keyed = False
+                    part.append((name, kind, None))
+                    continue
                 if roles is not value:
                     folded[name] = roles
                 value = (kind, tuple(roles))
             elif kind is str:
                 if simple and not _plain_ascii(value):
                     simple = False
+            elif is_creds and name in dotted and kind in (dict, list):
+                simple = keyed = False
             elif is_creds and kind is list:
                 if len(value) == 1 and type(value[0]) is str:
                     value = folded[name] = value[0]
@@ -152,6 +186,8 @@ def fast_profile(
             part.append((name, kind, value))
         key.append(tuple(part))
     variant = (LOWER if lower else SIMPLE) if simple else FULL
+    if roles_raise:
+        variant = RAISING
     creds = doc['credentials']
     if folded:
         creds = {**creds, **folded}

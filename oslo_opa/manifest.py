@@ -31,6 +31,8 @@ class RuleEntry:
     package: str | None = None
     fast_module: str | None = None
     fast_sha256: str | None = None
+    # Credentials read only through dotted paths (token.domain.id).
+    dotted_credentials: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Manifest:
     # Its fast paths walk credentials that are lists of scalars (see
     # input_profile.fast_profile); older conversions' compare them whole.
     fast_lists: bool = False
+    # Its fast modules decide inputs whose roles make oslo.policy raise
+    # (``_rr_decision``, see convert/fastpath.py).
+    fast_raising_roles: bool = False
     # The library files' SHA-256 as written (empty: not recorded).
     library_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
     # Fast bundles compiled at conversion (see convert/prebuilt.py):
@@ -123,6 +128,7 @@ def parse(doc: Any, directory: str) -> Manifest:
                 package=entry.get('package'),
                 fast_module=entry.get('fast_module'),
                 fast_sha256=entry.get('fast_sha256'),
+                dotted_credentials=tuple(entry.get('dotted_credentials', ())),
             )
         for entry in rules.values():
             for dep in entry.deps:
@@ -139,6 +145,7 @@ def parse(doc: Any, directory: str) -> Manifest:
             rules=rules,
             overlay_hooks=doc.get('overlay_hooks') is True,
             fast_lists=doc.get('fast_lists') is True,
+            fast_raising_roles=doc.get('fast_raising_roles') is True,
             library_sha256=dict(doc.get('library_sha256') or {}),
             prebuilt=dict(doc.get('prebuilt') or {}),
         )

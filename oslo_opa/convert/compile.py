@@ -46,6 +46,9 @@ class CompiledRule:
     :ivar deps: rules whose packages this module reads.
     :ivar target_keys: target keys its ``%(...)s`` substitutions read.
     :ivar credentials: top-level credential keys its checks read.
+    :ivar dotted_credentials: those read only through dotted paths
+        (``token.domain.id``): the fast path walks them if they are
+        dicts.
     :ivar ascii_lowering: its role checks lower-case only input text (so
         an all-ASCII input never needs Unicode case mapping).
     :ivar fast_entry: only an untidy input (``lib.tidy`` false) can make
@@ -60,6 +63,7 @@ class CompiledRule:
     deps: list[str]
     target_keys: list[str]
     credentials: list[str]
+    dotted_credentials: list[str] = dataclasses.field(default_factory=list)
     ascii_lowering: bool = True
     fast_entry: bool = False
 
@@ -155,6 +159,8 @@ class _RuleCompiler:
         self.deps: list[str] = []
         self.target_keys: list[str] = []
         self.credentials: list[str] = []
+        # Keys some check reads as a whole (not through a dotted path).
+        self.flat_credentials: set[str] = set()
         # Whether lower-casing only ever meets the input's own text.
         self.ascii_lowering = True
         self.size = 0
@@ -239,9 +245,11 @@ class _RuleCompiler:
             if key not in self.target_keys:
                 self.target_keys.append(key)
 
-    def _note_cred(self, key: str) -> None:
+    def _note_cred(self, key: str, dotted: bool = False) -> None:
         if key not in self.credentials:
             self.credentials.append(key)
+        if not dotted:
+            self.flat_credentials.add(key)
 
     def _unsupported(self, fmt: Format, what: str) -> str:
         self.conv.warn(
@@ -288,7 +296,7 @@ class _RuleCompiler:
 
     def _path(self, kind: str, fmt: Format) -> str:
         segments = kind.split('.')
-        self._note_cred(segments[0])
+        self._note_cred(segments[0], dotted=len(segments) > 1)
         branches = self.lib('root')
         for seg in segments:
             branches = self.lib(f'step({branches}, {rego_string(seg)})')
@@ -372,6 +380,9 @@ class _TableCompiler:
             deps=rc.deps,
             target_keys=rc.target_keys,
             credentials=rc.credentials,
+            dotted_credentials=[
+                k for k in rc.credentials if k not in rc.flat_credentials
+            ],
             ascii_lowering=rc.ascii_lowering,
             fast_entry=not fastpath.special,
         )

@@ -88,6 +88,7 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
             'deps': rule.deps,
             'target_keys': rule.target_keys,
             'credentials': rule.credentials,
+            'dotted_credentials': rule.dotted_credentials,
             'ascii_lowering': rule.ascii_lowering,
             'fast_entry': rule.fast_entry,
             'scope_types': scope_types.get(name),
@@ -107,6 +108,8 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
         # The fast paths' comparisons walk lists of scalars: the embedded
         # driver may send such credentials to them.
         'fast_lists': True,
+        # Each fast module decides roles that raise (_rr_decision).
+        'fast_raising_roles': True,
         'rules': rules,
     }
 

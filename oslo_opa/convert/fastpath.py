@@ -126,25 +126,131 @@ class FastPath:
                 '_fast := false',
                 '_special := true',
                 '_fast_decision := "maybe"',
+                *_RR_NONE,
             ]
         top = self._literal(check)
         maybe = ['default maybe_error := false']
         maybe += [f'maybe_error if {c}' for c in self.maybe]
-        helpers = self.helpers
         if top in ('true', 'false'):
-            return maybe, [*self._decision(), f'_fast := {top}', *helpers]
+            rr = self._raising_roles(check)
+            return maybe, [
+                *self._decision(),
+                f'_fast := {top}',
+                *rr,
+                *self.helpers,
+            ]
         fast = [*self._decision(), 'default _fast := false']
-        if top == f'_b{self._count}' and self._hit != top:
-            # The last helper, made for the whole check string and used
-            # nowhere else: call it _fast.
+        # The last helper, made for the whole check string and used
+        # nowhere else, becomes _fast itself.
+        rename = top == f'_b{self._count}' and self._hit != top
+        if not rename:
+            fast.append(f'_fast if {top}')
+        rr = self._raising_roles(check)
+        helpers = self.helpers
+        if rename:
             head = f'{top} if '
+            mention = re.compile(rf'\b{top}\b')
             helpers = [
-                '_fast if ' + h[len(head) :] if h.startswith(head) else h
+                '_fast if ' + h[len(head) :]
+                if h.startswith(head)
+                else mention.sub('_fast', h)
                 for h in helpers
             ]
-        else:
-            fast.append(f'_fast if {top}')
-        return maybe, _inline_once(fast + helpers)
+            rr = [mention.sub('_fast', line) for line in rr]
+        return maybe, _inline_once(fast + rr + helpers)
+
+    # --- roles that raise -------------------------------------------------
+    #
+    # Roles that are None, a number, or a list holding a non-string make
+    # every role check oslo.policy reaches raise (once its substitutions
+    # succeed).  The outcome is then three-valued, but each role check's
+    # outcome is known here: so each node gets two boolean literals, T
+    # (it passes) and E (it raises), composed as oslo.policy's and/or/not
+    # evaluate, left to right, and most rules fold to a constant.
+
+    def _raising_roles(self, check: _checks.BaseCheck) -> list[str]:
+        """``_rr_t``, ``_rr_e`` and ``_rr_decision``: the rule passes,
+        raises, and the embedded driver's decision, when roles raise."""
+        t, e = self._rr(check)
+        out = []
+        for name, lit in (('_rr_t', t), ('_rr_e', e)):
+            if lit in ('true', 'false'):
+                out.append(f'{name} := {lit}')
+            else:
+                out += [f'default {name} := false', f'{name} if {lit}']
+        if all(c == _UNTIDY for c in self.maybe):  # _special is false
+            return [*out, '_rr_decision := _rr_t']
+        return [
+            *out,
+            'default _rr_decision := false',
+            '_rr_decision := "maybe" if _special',
+            '_rr_decision if {\n\tnot _special\n\t_rr_t\n}',
+        ]
+
+    def _rr(self, check: _checks.BaseCheck) -> tuple[str, str]:
+        """(T, E) of check when roles raise and nothing else can."""
+        kind = type(check)
+        if kind is _checks.RoleCheck:
+            fmt = parse_format(check.match)
+            if fmt.unsupported is not None or not fmt.keys:
+                # (An unsupported format is _special: never asked.)
+                return 'false', 'true'
+            # A missing key is a KeyError, the check False; else it raises.
+            text = f'lib.subst_text({parts_term(fmt.parts)})'
+            return 'false', self._conj([f'is_string({text})'])
+        if kind is _checks.RuleCheck:
+            target = self.resolve(check.match)
+            if target is None:
+                return 'false', 'false'
+            pkg = self.package(target)
+            return f'data.{pkg}._rr_t', f'data.{pkg}._rr_e'
+        if kind is _checks.NotCheck:
+            t, e = self._rr(check.rule)
+            return self._conj([self._neg(t), self._neg(e)]), e
+        if kind in (_checks.AndCheck, _checks.OrCheck):
+            parts = [self._rr(r) for r in check.rules]
+            before: list[str] = []  # all earlier operands took this path
+            t_bodies, e_bodies = [], []
+            for i, (t, e) in enumerate(parts):
+                e_bodies.append([*before, e])
+                if kind is _checks.AndCheck:
+                    before.append(t)
+                    continue
+                t_bodies.append([*before, t])
+                if i + 1 < len(parts):
+                    before += [self._neg(t), self._neg(e)]
+            if kind is _checks.AndCheck:
+                t_bodies = [before]
+            return self._disj(t_bodies), self._disj(e_bodies)
+        # True, False and generic checks: as on the fast path (which
+        # sends this input here only when none of them can raise).
+        return self._literal(check), 'false'
+
+    def _neg(self, lit: str) -> str:
+        if lit in ('true', 'false'):
+            return 'false' if lit == 'true' else 'true'
+        if not lit.startswith('_b'):
+            lit = self._helper([[lit]])
+        return f'not {lit}'
+
+    def _conj(self, lits: list[str]) -> str:
+        return self._disj([lits])
+
+    def _disj(self, bodies: list[list[str]]) -> str:
+        """One literal true exactly when one of bodies holds."""
+        kept = []
+        for body in bodies:
+            if 'false' in body:
+                continue
+            body = [lit for lit in body if lit != 'true']
+            if not body:
+                return 'true'
+            kept.append(body)
+        if not kept:
+            return 'false'
+        if len(kept) == 1 and len(kept[0]) == 1:
+            return kept[0][0]
+        return self._helper(kept)
 
     def _literal(self, check: _checks.BaseCheck) -> str:
         """One body literal true exactly when check passes."""
@@ -223,12 +329,13 @@ class FastPath:
             return f'{text} == {rego_string(value)}'
         segments = kind.split('.')
         first = rego_string(segments[0])
-        if len(segments) > 1 or segments[0] == 'roles':
-            # Walking into a non-dict raises: only when the first key is
-            # there; the three-valued walk decides then.  (roles is the
-            # one list lib.tidy allows: a generic check on it walks it.)
+        if segments[0] == 'roles':
+            # roles is the one list lib.tidy allows: a generic check on
+            # it walks it; the three-valued walk decides.
             self._may_raise(f'lib.has(input.credentials, {first})')
             return 'false'
+        if len(segments) > 1:
+            return self._dotted(segments, fmt)
         cred = ref('input.credentials', segments[0])
         if fmt.static is not None:
             m = fmt.static
@@ -245,6 +352,31 @@ class FastPath:
             return f'lib.str_eq({cred}, {target})'
         text = f'lib.subst_text({parts_term(fmt.parts)})'
         return f'lib.cred_eq({first}, {text})'
+
+    def _dotted(self, segments: list[str], fmt: Format) -> str:
+        """token.domain.id:%(x)s, walked as oslo.policy's _find_in_dict
+        walks it: a list met on the way is walked item by item, a missing
+        key is False.  Where the walk meets an item that is no dict
+        before its end (oslo.policy raises there), or ends on a dict or a
+        list holding a container (str() of a container), the three-valued
+        walk decides."""
+        self._may_raise(_UNTIDY)
+        walk: list[str] = []
+        value = ref('input.credentials', segments[0])
+        for i, segment in enumerate(segments[1:], 1):
+            walk.append(f'some x{i} in lib.items({value})')
+            self._may_raise(self._helper([[*walk, f'not is_object(x{i})']]))
+            value = ref(f'x{i}', segment)
+        self._may_raise(self._helper([[*walk, f'lib.odd_leaf({value})']]))
+        if fmt.static is not None:
+            twins = ', '.join(_str_twins(fmt.static))
+            found = f'lib.cred_is({value}, [{twins}])'
+        elif len(fmt.parts) == 1:
+            found = f'lib.str_eq({value}, {ref("input.target", fmt.keys[0])})'
+        else:
+            text = f'lib.subst_text({parts_term(fmt.parts)})'
+            found = f'lib.str_eq({value}, {text})'
+        return self._helper([[*walk, found]])
 
 
 def _inline_once(rules: list[str]) -> list[str]:
@@ -274,6 +406,9 @@ def _inline_once(rules: list[str]) -> list[str]:
 
 
 _INT = re.compile(r'-?(0|[1-9][0-9]*)')
+
+# A rule in a reference cycle: never decided on a fast path.
+_RR_NONE = ('_rr_t := false', '_rr_e := false', '_rr_decision := "maybe"')
 
 # Roles that are not a list of strings, a credential that is a list (not
 # empty) or a dict, a target value with no str() here: once per query,

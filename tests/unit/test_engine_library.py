@@ -231,19 +231,26 @@ def test_the_python_tidy_is_lib_tidy(creds, target):
     for name, text in _library().items():
         it.add_module(name, text)
 
-    def tidy(doc):
+    def ask(doc, what='tidy'):
         it.set_input_term(json.dumps(doc))
         # A query whose expression is false is undefined: bind the value.
-        out = str(it.query('x := data.oslo_opa.lib.tidy'))
+        out = str(it.query(f'x := data.oslo_opa.lib.{what}'))
+        if what != 'tidy' and out == 'undefined':
+            return False
         assert out.endswith(('"x":true}}', '"x":false}}')), out
         return out.endswith('true}}')
 
     doc = {'credentials': creds, 'target': target}
     profile = input_profile.fast_profile(doc)
     if profile is None:
-        assert not tidy(doc)
+        assert not ask(doc)
         return
-    sent = profile[2]
+    sent = dict(profile[2])
+    if profile[0] == input_profile.RAISING:
+        # Roles every role check raises on, as the library says; the
+        # rest as below.
+        assert ask(doc, '_roles_error')
+        del sent['roles']
     if isinstance(creds.get('roles'), (str, dict)):
         assert sent['roles'] == list(creds['roles'])
     # Beyond lib.tidy only lists of scalars: one of their items is tidy.
@@ -253,7 +260,7 @@ def test_the_python_tidy_is_lib_tidy(creds, target):
         if k != 'roles' and isinstance(v, list) and v
     }
     assert all(not isinstance(v, (list, dict)) for v in lists.values())
-    assert tidy({**doc, 'credentials': {**sent, **lists}})
+    assert ask({**doc, 'credentials': {**sent, **lists}})
 
 
 @pytest.mark.parametrize(
@@ -392,3 +399,116 @@ def test_lists_reach_the_fast_path_only_where_it_walks_them(tmp_path):
     with open(compare, 'a') as f:
         f.write('\n# edited\n')
     assert decide(out) == (False, True)
+
+
+def test_roles_that_raise_are_decided_by_the_fast_modules(tmp_path):
+    """Roles oslo.policy cannot iterate or lower-case make every role
+    check it reaches raise: the order of the checks then decides.  The
+    fast modules' _rr_decision decides such inputs, exactly as the
+    three-valued rule does, through rule references, not, and, or, and
+    substitutions (a missing key makes a role check False, not raise)."""
+    policy = _converted(
+        tmp_path,
+        '"admin": "role:admin"\n'
+        '"first": "rule:admin or project_id:%(p)s"\n'
+        '"last": "project_id:%(p)s or rule:admin"\n'
+        '"negated": "not role:x and project_id:%(p)s"\n'
+        '"keyed": "(project_id:%(p)s and role:%(r)s) or user_id:u1"\n'
+        '"outer": "not (project_id:%(p)s and role:member)"\n'
+        '"nested": "not (user_id:u1 or rule:admin) or rule:last"\n'
+        '"none": "user_id:u1 and not user_id:u2"\n',
+    )
+    rules = ['first', 'last', 'negated', 'keyed', 'outer', 'nested', 'none']
+    docs = []
+    for roles in (None, 3, True, 1.5, ['admin', None], [['x']], [{}, 'a']):
+        for creds in (
+            {'project_id': 'p1', 'user_id': 'u1'},
+            {'project_id': 'p2', 'user_id': 'u2'},
+            {'project_id': 'p1'},
+            {'user_id': ['u2', 'u1']},
+        ):
+            for target in ({'p': 'p1', 'r': 'x'}, {'p': 'p1'}, {}):
+                for rule in rules:
+                    docs.append(
+                        {
+                            'credentials': {**creds, 'roles': roles},
+                            'target': target,
+                            'rule': rule,
+                        }
+                    )
+    for doc in docs:
+        profile = input_profile.fast_profile(doc)
+        assert profile[0] == input_profile.RAISING, doc
+    decided = [policy.evaluate(doc['rule'], doc) for doc in docs]
+    # No full bundle was built: the fast modules decided them all.
+    assert not [key for key in policy._bundles if key[0] == 'full']
+    assert any(decided) and not all(decided)
+    for doc, got in zip(docs, decided, strict=True):
+        state = policy.state(doc['rule'], doc)
+        assert got is (state == 't'), (doc, state)
+    # Roles only odd in shape are iterated, not raised on.
+    odd = {'credentials': {'roles': {'admin': 1}}, 'target': {}}
+    assert input_profile.fast_profile(odd)[0] != input_profile.RAISING
+
+
+def test_dotted_credential_paths_walk_dicts_on_the_fast_path(tmp_path):
+    """A credential read only through dotted paths (keystone's
+    token.domain.id) may be a dict: the fast path walks it, lists of
+    dicts on the way item by item, and sends the walks that meet
+    anything else before their end (oslo.policy raises there) or end on
+    a container to the three-valued rule."""
+    policy = _converted(
+        tmp_path,
+        '"t": "token.domain.id:%(d)s or user_id:%(u)s"\n'
+        '"s": "token.project.domain.id:default and not token.x:1"\n'
+        '"flat": "token:%(d)s or rule:t"\n',
+    )
+    assert policy._b.dotted['t'] == {'token'}
+    assert policy._b.dotted['flat'] == frozenset()  # read whole too
+    plain = [
+        {'domain': {'id': 'd1'}},
+        {'domain': {'id': 'd2', 'name': 'x'}},
+        {'domain': {}},
+        {},
+        {'domain': {'id': ['d2', 'd1']}},
+        {'domain': {'id': 1}, 'x': 1},
+        {'project': {'domain': {'id': 'default'}}},
+        {'project': {'domain': {'id': 'default'}}, 'x': '1'},
+        {'project': {'domain': {'id': 'default'}}, 'x': True},
+        {'domain': [{'id': 'd1'}]},
+        {'domain': [{'id': 'd2'}, {'n': 1}, {'id': ['d1']}]},
+        [{'domain': {'id': 'd2'}}, {'domain': {'id': 'd1'}}],
+        [{'x': 1}, {'project': [{'domain': {'id': 'default'}}]}],
+    ]
+    odd = [
+        {'domain': 'd1'},
+        {'domain': [{'id': 'd1'}, 'd1']},
+        [{'domain': {'id': 'd1'}}, None],
+        {'domain': [[{'id': 'd1'}]]},
+        {'domain': {'id': {'a': 1}}},
+        {'domain': {'id': ['d1', {}]}},
+        {'project': None},
+        'token',
+        ['a'],
+    ]
+    target = {'d': 'd1', 'u': 'u9'}
+
+    def docs(tokens, rules):
+        return [
+            {
+                'credentials': {'token': token, 'user_id': 'u1'},
+                'target': target,
+                'rule': rule,
+            }
+            for token in tokens
+            for rule in rules
+        ]
+
+    fast = docs(plain, ['t', 's'])
+    decided = [policy.evaluate(d['rule'], d) for d in fast]
+    assert not [key for key in policy._bundles if key[0] == 'full']
+    assert any(decided) and not all(decided)
+    rest = docs(odd, ['t', 's']) + docs(plain[:2], ['flat'])
+    decided += [policy.evaluate(d['rule'], d) for d in rest]
+    for doc, got in zip(fast + rest, decided, strict=True):
+        assert got is (policy.state(doc['rule'], doc) == 't'), doc

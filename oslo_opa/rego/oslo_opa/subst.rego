@@ -41,3 +41,23 @@ cred_eq(key, m) if {
 	some x in v
 	py_str(x) == m
 }
+
+# items(v): what oslo.policy's _find_in_dict looks at in v: a list's
+# items, or v itself.
+items(v) := v if is_array(v)
+
+else := [v]
+
+# odd_leaf(v): a value a dotted credential path ends on whose str() the
+# fast path does not compare: a dict, or a list holding a container.
+odd_leaf(v) if is_object(v)
+
+odd_leaf(v) if {
+	is_array(v)
+	some x in v
+	_walked_container(x)
+}
+
+_walked_container(x) if is_array(x)
+
+_walked_container(x) if is_object(x)
