@@ -73,6 +73,15 @@ FIRST_PROBE_DELAY = 0.1
 WARM_UP_BUDGET = 120.0
 # Decisions asked in one request at most, by decide_many.
 BATCH_LIMIT = 1000
+# One encoder for every request (json.dumps with options makes one each).
+_encode = json.JSONEncoder(separators=(',', ':')).encode
+# OPA's whole answer when it logs no decisions: no need to parse it.
+_PLAIN = {
+    b'{"result":true}\n': True,
+    b'{"result":false}\n': False,
+    b'{"result":true}': True,
+    b'{"result":false}': False,
+}
 # --- the driver --------------------------------------------------------------
 
 
@@ -204,9 +213,7 @@ class HttpDriver(PolicyDirDriver):
         if self._open or self._closed.is_set():
             raise DecisionError(self._not_asking(rule))
         try:
-            body = json.dumps(
-                {'input': input_doc}, separators=(',', ':')
-            ).encode('ascii')
+            body = _encode({'input': input_doc}).encode('ascii')
         except (TypeError, ValueError) as e:
             raise DecisionError(
                 f'rule {rule!r}: the input is not JSON ({type(e).__name__})'
@@ -229,35 +236,17 @@ class HttpDriver(PolicyDirDriver):
             # its prepared queries are gone.
             self._dropped_seen = self.transport.num_dropped
             self._request_warm_up()
-        if status != 200:
-            raise DecisionError(
-                f'rule {rule!r}: OPA answered HTTP {status}{_opa_code(data)}'
-            )
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            raise DecisionError(
-                f'rule {rule!r}: OPA answered with invalid JSON'
-            ) from None
-        if not isinstance(doc, dict):
-            raise DecisionError(
-                f'rule {rule!r}: OPA answered with unexpected JSON'
-            )
-        if 'result' not in doc:
-            raise DecisionError(
-                f'rule {rule!r}: {entry.path} is undefined in OPA (is the '
-                f'policy loaded? see oslo-opa status)'
-            )
-        result = doc['result']
-        if result is not True and result is not False:
-            raise DecisionError(f'rule {rule!r}: allow is not a boolean')
+        result = _PLAIN.get(data) if status == 200 else None
+        decision_id = None
+        if result is None:
+            result, decision_id = _decision(rule, entry.path, status, data)
         if LOG.isEnabledFor(logging.DEBUG):
             LOG.debug(
                 'oslo.opa: rule %r: %s from OPA in %.2f ms (decision_id %s)',
                 rule,
                 'allow' if result else 'deny',
                 (time.monotonic() - start) * 1e3,
-                doc.get('decision_id'),
+                decision_id,
             )
         return result
 
@@ -494,6 +483,38 @@ def _warm_body(rule: str) -> bytes:
         {'input': {'credentials': {}, 'target': {}, 'rule': rule}},
         separators=(',', ':'),
     ).encode('ascii')
+
+
+def _decision(
+    rule: str, path: str, status: int, data: bytes
+) -> tuple[bool, Any]:
+    """(allow, decision_id) from OPA's answer.
+
+    :raises DecisionError: the answer is not a boolean decision.
+    """
+    if status != 200:
+        raise DecisionError(
+            f'rule {rule!r}: OPA answered HTTP {status}{_opa_code(data)}'
+        )
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise DecisionError(
+            f'rule {rule!r}: OPA answered with invalid JSON'
+        ) from None
+    if not isinstance(doc, dict):
+        raise DecisionError(
+            f'rule {rule!r}: OPA answered with unexpected JSON'
+        )
+    if 'result' not in doc:
+        raise DecisionError(
+            f'rule {rule!r}: {path} is undefined in OPA (is the policy '
+            f'loaded? see oslo-opa status)'
+        )
+    result = doc['result']
+    if result is not True and result is not False:
+        raise DecisionError(f'rule {rule!r}: allow is not a boolean')
+    return result, doc.get('decision_id')
 
 
 def _opa_code(data: bytes) -> str:
