@@ -20,8 +20,11 @@ the driver's overhead over OPA's own time
     requests, asked between the others; the overhead is the driver's
     p50 minus the handler's p50: what the client, the kernel and OPA's
     HTTP server add to the decision.  Target: at most 100 us on the
-    unix socket.  Also how often OPA found the query prepared (it keeps
-    100 paths), and the handler's p50 either way.
+    unix socket.  For reference, a bare socket client (a request
+    written whole, the answer read by its Content-Length, nothing
+    checked) shows the part of it that no client avoids.  Also how
+    often OPA found the query prepared (it keeps 100 paths), and the
+    handler's p50 either way.
 through oslo.policy
     ``Enforcer.enforce`` on the delegation policy file, ``opa:<rule>``
     decided by the http driver, against an Enforcer on the same rules
@@ -45,6 +48,8 @@ import bench
 
 TARGET_RATIO = 3.0
 TARGET_UNIX_OVERHEAD = 100e-6
+# The reference client that shows the round trip's own cost.
+BARE = 'bare socket (floor)'
 # The rule check kind of the naive client's Enforcer.
 NAIVE_KIND = 'naiveopa'
 
@@ -110,6 +115,42 @@ def _naive(url: str, paths: dict[str, str], post=None):
     return decide
 
 
+def _bare(url: str, paths: dict[str, str]):
+    """The floor: one kept-alive socket, a request written whole and the
+    answer read by its Content-Length, nothing checked (not a client
+    anyone should use: it shows what the round trip costs without one)."""
+    import socket
+
+    if url.startswith('unix://'):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(url[len('unix://') :])
+    else:
+        host, port = url[len('http://') :].rsplit(':', 1)
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(5.0)
+    encode = json.JSONEncoder(separators=(',', ':')).encode
+
+    def decide(rule: str, doc: dict) -> bool:
+        body = encode({'input': doc}).encode()
+        sock.sendall(
+            b'POST /v1/data/%s?strict-builtin-errors HTTP/1.1\r\nHost: x\r\n'
+            b'Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s'
+            % (paths[rule].encode(), len(body), body)
+        )
+        data = sock.recv(65536)
+        while b'\r\n\r\n' not in data:
+            data += sock.recv(65536)
+        head, _, rest = data.partition(b'\r\n\r\n')
+        length = int(head.split(b'Content-Length: ')[1].split(b'\r\n')[0])
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        return json.loads(rest)['result']
+
+    decide.close = sock.close
+    return decide
+
+
 class _Clients:
     """The driver and the naive clients, on the same OPA."""
 
@@ -131,6 +172,7 @@ class _Clients:
         self.session.trust_env = False
         self.naive = _naive(url, self.paths)
         self.pooled = _naive(url, self.paths, self.session.post)
+        self.bare = _bare(url, self.paths)
 
     def handler(self, rule: str, doc: dict) -> tuple[float, int]:
         """OPA's handler time (s) and prepared-query hit for doc."""
@@ -147,6 +189,7 @@ class _Clients:
         )
 
     def close(self) -> None:
+        self.bare.close()
         self.session.close()
         self.driver.close()
 
@@ -163,7 +206,10 @@ def _service(svc: str, via: str, out: str, url: str, count: int) -> None:
         (name, c.driver.input_for(name, inputs.credentials_dict(u), t))
         for name, t, u in requests_
     ]
-    clients = [('oslo.opa http driver', c.driver.decide)]
+    clients = [
+        ('oslo.opa http driver', c.driver.decide),
+        (BARE, c.bare),
+    ]
     if via == 'tcp':
         clients += [
             ('requests.post (naive)', c.naive),
@@ -190,13 +236,18 @@ def _service(svc: str, via: str, out: str, url: str, count: int) -> None:
     d50 = bench._percentiles(times[clients[0][0]])[0]
     for name, fn in clients:
         p50, p99 = bench._percentiles(times[name])
+        # The bare socket is one connection: not for threads.
+        tput4 = (
+            '-' if name == BARE else f'{bench._throughput(fn, items, 4):.0f}'
+        )
         print(
             f'{svc:<9} {via:<5} {name:<22} {p50 * 1e6:>5.0f}us '
             f'{p99 * 1e6:>5.0f}us {len(items) / sum(times[name]):>10.0f} '
-            f'{bench._throughput(fn, items, 4):>11.0f} {p50 / d50:>8.2f}x'
+            f'{tput4:>11} {p50 / d50:>8.2f}x'
             + (f'  DISAGREED {disagree}' if disagree else '')
         )
-    _overhead(svc, via, d50, handler, len(rules))
+    bare50 = bench._percentiles(times[BARE])[0]
+    _overhead(svc, via, d50, bare50, handler, len(rules))
     if via == 'tcp':
         naive50 = bench._percentiles(times['requests.post (naive)'])[0]
         print(
@@ -207,9 +258,10 @@ def _service(svc: str, via: str, out: str, url: str, count: int) -> None:
     _through_enforcer(svc, via, out, url, requests_)
 
 
-def _overhead(svc, via, d50, handler, rules: int) -> None:
+def _overhead(svc, via, d50, bare50, handler, rules: int) -> None:
     """The driver's p50 over OPA's handler p50 (handler: (seconds, hit)
-    for each request; hit: OPA had the query prepared)."""
+    for each request; hit: OPA had the query prepared), and the bare
+    socket's (the part no client avoids)."""
     h50, h99 = bench._percentiles([t for t, _ in handler])
     overhead = d50 - h50
     target = ''
@@ -227,7 +279,8 @@ def _overhead(svc, via, d50, handler, rules: int) -> None:
     print(
         f'{svc:<9} {via:<5} OPA handler p50 {h50 * 1e6:.0f}us p99 '
         f'{h99 * 1e6:.0f}us; driver p50 {d50 * 1e6:.0f}us; overhead '
-        f'{overhead * 1e6:.0f}us{target}; prepared queries '
+        f'{overhead * 1e6:.0f}us{target}, of which a bare socket pays '
+        f'{(bare50 - h50) * 1e6:.0f}us; prepared queries '
         f'{100 * len(hits) / len(handler):.0f}% ({rules} rules, OPA keeps '
         f'100){split}'
     )
