@@ -315,3 +315,40 @@ def test_errors_name_the_failure_not_the_bytes():
     )
     assert closed == 'connection broken: closed without an answer'
     assert issubclass(TransportError, Exception)
+
+
+def test_an_answer_that_closes_is_not_reused(tmp_path):
+    """Connection: close (and HTTP/1.0): the next request opens another
+    connection instead of failing on a closed one."""
+    path = str(tmp_path / 'opa.sock')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(4)
+    answers = [
+        b'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok',
+        b'HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok',
+        OK + b'Content-Length: 2\r\n\r\nok',
+    ]
+
+    def serve():
+        for answer in answers:
+            conn, _ = server.accept()
+            with conn:
+                data = b''
+                while not data.endswith(b'{}'):
+                    data += conn.recv(65536)
+                conn.sendall(answer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    client = Transport(f'unix://{path}', read_timeout=2.0)
+    try:
+        for _ in answers:
+            assert client.request('POST', '/v1/data/x', b'{}') == (200, b'ok')
+    finally:
+        client.close()
+        t.join(5)
+        server.close()
+    assert client.num_connections == 3
+    # Never pooled, so never found closed there.
+    assert client.num_dropped == 0
