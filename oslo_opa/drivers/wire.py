@@ -1,14 +1,15 @@
 """HTTP/1.1 on one connected socket: what a request and an answer are.
 
 A request is written whole, head and body together, with one
-``sendall`` (so it leaves in one packet, and OPA reads it in one go);
-its head is built once per method and path and then reused.  An answer
-is read by its framing alone (status line; ``Content-Length``,
+``sendall`` (a decision's leaves in one packet, and OPA reads it in one
+go); its head is built once per method and path and then reused.  An
+answer is read by its framing alone (status line; ``Content-Length``,
 ``Transfer-Encoding: chunked`` or the end of the connection; whether
-the connection stays open), without the generic header parser of
-``http.client``, which cost more than a third of a decision's time in
-Python.  Any other header is skipped.  OPA's answers to decisions are
-a few hundred bytes, normally read with one ``recv``.
+the connection stays open); any other header is skipped.  OPA's answers
+to decisions are a few hundred bytes, normally read with one ``recv``.
+``http.client`` wrote the head and the body separately and parsed every
+header with the ``email`` package: together about a third of a
+decision's time (placement over TCP: from 0.4 to 0.25 ms at p50).
 
 Nothing here reads the clock, retries or holds a lock: the connection
 pool (``transport.py``) does.  Errors never carry data from either side.
