@@ -40,7 +40,8 @@ Sections (all by default, or name them):
     pooled ``requests.Session``: p50/p99, 1- and 4-thread throughput.
     The driver's overhead over OPA's own time for the same requests
     (``?metrics``: ``timer_server_handler_ns``; target at most 100 us
-    at p50 on the unix socket), with how often OPA found the query
+    at p50 on the unix socket), next to a bare socket client's (the
+    part of it no client avoids), with how often OPA found the query
     prepared (it keeps 100 paths).  Then through oslo.policy: an
     Enforcer whose ``opa:`` checks use the driver against one whose
     checks use the naive client (same Decider, same inputs), target
