@@ -32,17 +32,20 @@ Sections (all by default, or name them):
     process, loading neutron's conversion and building its bundles.
 ``http``
     The http driver against a real OPA (``opa run --server --bundle``,
-    the binary ``tools/install-opa.sh`` builds, or ``$OSLO_OPA_BIN``) on
-    a loopback port, in the same process and run as the baseline: a naive
-    client that opens a new connection per decision with
-    ``requests.post`` (what the oslo.policy.opa project does), and, for
-    reference, a pooled ``requests.Session``.  The same inputs (the
-    realistic mix above, projected as the driver sends them) are asked
-    by each client in turn.  Reports p50/p99 latency, single-thread and
-    4-thread throughput, the ratio to the naive client (target >= 3x at
-    p50), and the client's overhead over OPA's own time for the request
-    (``?metrics``: ``timer_server_handler_ns``), with how often OPA found
-    the query prepared (it keeps 100 paths).
+    the binary ``tools/install-opa.sh`` builds, or ``$OSLO_OPA_BIN``),
+    on a loopback port and on a unix socket (``bench_http.py``), on the
+    realistic mix above.  ``driver.decide`` alone against, in the same
+    run, a naive client that opens a new connection per decision with
+    ``requests.post`` (what the oslo.policy.opa project does) and a
+    pooled ``requests.Session``: p50/p99, 1- and 4-thread throughput.
+    The driver's overhead over OPA's own time for the same requests
+    (``?metrics``: ``timer_server_handler_ns``; target at most 100 us
+    at p50 on the unix socket), next to a bare socket client's (the
+    part of it no client avoids), with how often OPA found the query
+    prepared (it keeps 100 paths).  Then through oslo.policy: an
+    Enforcer whose ``opa:`` checks use the driver against one whose
+    checks use the naive client (same Decider, same inputs), target
+    the driver at least 3x faster at p50.
 ``overlay``
     What overlays cost the embedded driver: p50/p99 against native and
     against no overlay (``bench_overlays.py``).
@@ -311,19 +314,30 @@ def _opa_binary() -> str | None:
     return lines[-1] if proc.returncode == 0 and lines else None
 
 
-def _start_opa(opa_bin: str, bundle_path: str, workdir: str):
+def _start_opa(
+    opa_bin: str, bundle_path: str, workdir: str, unix: bool = False
+):
+    """OPA serving bundle_path on a loopback port (or a unix socket in
+    workdir): (process, opa_url)."""
     import socket
     import subprocess
 
     from oslo_opa.drivers.http import Transport, TransportError
 
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    if unix:
+        path = os.path.join(workdir, 'opa.sock')
+        if os.path.exists(path):
+            os.unlink(path)
+        addr = url = f'unix://{path}'
+    else:
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            addr = f'127.0.0.1:{s.getsockname()[1]}'
+        url = f'http://{addr}'
     log = open(os.path.join(workdir, 'opa.log'), 'wb')  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            opa_bin, 'run', '--server', '--addr', f'127.0.0.1:{port}',
+            opa_bin, 'run', '--server', '--addr', addr,
             '--log-level', 'error', '--skip-version-check',
             '--shutdown-grace-period', '1', '--bundle', bundle_path,
         ],
@@ -331,7 +345,6 @@ def _start_opa(opa_bin: str, bundle_path: str, workdir: str):
         stdout=log,
         stderr=log,
     )  # fmt: skip
-    url = f'http://127.0.0.1:{port}'
     client = Transport(url, connect_timeout=1.0, read_timeout=5.0)
     deadline = time.monotonic() + 60
     try:
@@ -363,139 +376,6 @@ def _throughput(fn, items, threads: int) -> float:
     for w in workers:
         w.join()
     return len(items) / (time.perf_counter() - start)
-
-
-def bench_http(workdir: str, services: list[str], count: int) -> None:
-    import json
-    import logging
-    import random
-
-    import requests
-
-    from oslo_opa import bundle, inputs
-    from oslo_opa.drivers import Settings
-    from oslo_opa.drivers.http import HttpDriver
-
-    logging.getLogger('oslo_policy').setLevel(logging.ERROR)
-    opa_bin = _opa_binary()
-    print(
-        '== http: the http driver vs a new connection per decision '
-        f'(requests.post), real OPA, {count} decisions per client'
-    )
-    if not opa_bin:
-        print('skipped: no OPA (install Go, or set OSLO_OPA_BIN)')
-        return
-    header = (
-        f'{"service":<9} {"client":<22} {"p50":>7} {"p99":>7} '
-        f'{"1 thread/s":>10} {"4 threads/s":>11} {"p50 ratio":>9}'
-    )
-    print(header)
-    for svc in services:
-        out = os.path.join(workdir, f'http-{svc}')
-        convert(out, policy_files=[os.path.join(CORPUS, f'{svc}.policy.yaml')])
-        bundle_path = os.path.join(workdir, f'http-{svc}.tar.gz')
-        bundle.build(out, bundle_path)
-        proc, url = _start_opa(opa_bin, bundle_path, workdir)
-        try:
-            _bench_http_service(
-                svc, out, url, count, HttpDriver, Settings, requests,
-                inputs, json, random,
-            )  # fmt: skip
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-def _bench_http_service(
-    svc, out, url, count, HttpDriver, Settings, requests, inputs, json, random
-):
-    with open(os.path.join(out, 'manifest.json')) as f:
-        rules = sorted(json.load(f)['rules'].items())
-    rng = random.Random(11)
-    users = _users(rng)
-    driver = HttpDriver(
-        Settings(
-            rego_path=out, options={'opa_url': url, 'opa_read_timeout': 5}
-        )
-    )
-    driver.wait_warm_up(120)
-    paths = {name: entry['path'] for name, entry in rules}
-    items = []
-    for name, target, user in _requests(rules, users, rng, count):
-        creds = inputs.credentials_dict(user)
-        items.append((name, driver.input_for(name, creds, target)))
-    query = '?strict-builtin-errors'
-    session = requests.Session()
-    session.trust_env = False
-
-    def naive(name, doc):
-        r = requests.post(
-            f'{url}/v1/data/{paths[name]}{query}',
-            json={'input': doc},
-            timeout=5,
-        )
-        return r.json()['result']
-
-    def pooled(name, doc):
-        r = session.post(
-            f'{url}/v1/data/{paths[name]}{query}',
-            json={'input': doc},
-            timeout=5,
-        )
-        return r.json()['result']
-
-    clients = [
-        ('oslo.opa http driver', driver.decide),
-        ('requests.post (naive)', naive),
-        ('requests.Session', pooled),
-    ]
-    for _name, fn in clients:  # warm connections and OPA
-        for item in items[:50]:
-            fn(*item)
-    times = {name: [] for name, _ in clients}
-    disagree = 0
-    clock = time.perf_counter
-    for i, item in enumerate(items):
-        order = clients[i % 3 :] + clients[: i % 3]
-        answers = []
-        for name, fn in order:
-            start = clock()
-            answers.append(fn(*item))
-            times[name].append(clock() - start)
-        disagree += len(set(answers)) != 1
-    # OPA's own time for the same requests, over the driver's pool.
-    handler, hits = [], 0
-    for name, doc in items:
-        body = json.dumps({'input': doc}).encode()
-        _, data = driver.transport.request(
-            'POST', f'/v1/data/{paths[name]}{query}&metrics', body
-        )
-        metrics = json.loads(data)['metrics']
-        handler.append(metrics['timer_server_handler_ns'] / 1e9)
-        hits += metrics.get('counter_server_query_cache_hit', 0)
-    d50 = _percentiles(times[clients[0][0]])[0]
-    for name, fn in clients:
-        p50, p99 = _percentiles(times[name])
-        tput1 = len(items) / sum(times[name])
-        tput4 = _throughput(fn, items, 4)
-        print(
-            f'{svc:<9} {name:<22} {p50 * 1e6:>5.0f}us {p99 * 1e6:>5.0f}us '
-            f'{tput1:>10.0f} {tput4:>11.0f} {p50 / d50:>8.2f}x'
-        )
-    h50, h99 = _percentiles(handler)
-    naive50 = _percentiles(times[clients[1][0]])[0]
-    print(
-        f'{svc:<9} naive / driver at p50: {naive50 / d50:.2f}x (target >= 3x)'
-        + (f'  DISAGREED {disagree}' if disagree else '')
-    )
-    print(
-        f'{svc:<9} OPA handler p50 {h50 * 1e6:.0f}us p99 {h99 * 1e6:.0f}us; '
-        f'driver overhead over it at p50: {(d50 - h50) * 1e6:.0f}us; '
-        f'prepared-query cache hits {100 * hits / len(items):.0f}% '
-        f'({len(rules)} rules, OPA keeps 100)'
-    )
-    session.close()
-    driver.close()
 
 
 def bench_startup(workdir: str) -> None:
@@ -651,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         if 'threads' in sections:
             bench_threads(work, args.requests)
         if 'http' in sections:
+            from bench_http import bench_http
+
             bench_http(work, args.http_services.split(','), args.requests)
         if 'batch' in sections:
             from bench_batch import bench_batch

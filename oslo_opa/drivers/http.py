@@ -10,34 +10,19 @@ opa bundle`` or ``oslo-opa push``).
 
 Transport
     One pool of keep-alive connections per process (``transport.py``):
-    a decision is one round trip, bounded by timeouts; failures before
-    the request was sent are retried ``opa_retries`` times, nothing
-    after.
+    a decision is one round trip, one write and normally one read,
+    bounded by timeouts; failures before the request was sent are
+    retried ``opa_retries`` times, nothing after.
 Batches
     ``decide_many`` asks the bundle's batch rule (``oslo_opa/batch.py``)
     for up to ``BATCH_LIMIT`` decisions in one request; one request per
     item where OPA has no batch rule, or could not answer a batch whole
     (an item erred: it gets its error, the others their decisions).
-Circuit breaker
-    A request that fails at the transport level (timeout, refused or
-    reset connection, broken TLS, not HTTP) opens the circuit: decisions
-    then fail at once, without a request, and a background thread probes
-    OPA with a real decision request, first after 0.1 s and then at
-    doubling delays up to ``opa_circuit_breaker_interval``.  The first
-    answer closes the circuit.  So an outage costs at most one timeout
-    per interval, not one per decision, and recovery needs nothing.
-    HTTP errors (500) and bad answers do not open it: OPA answered.
-Warm-up
-    OPA prepares each query path on its first use.  At start-up, after
-    the manifest changes, after an outage and when OPA closed the idle
-    connections (a restart), a background thread asks every rule's path
-    once (sequentially, bounded in count and time), so real requests do
-    not pay it.  OPA's server keeps at most 100 prepared
-    paths (a ring): a service with more rules keeps its last 100 warm.
-    The warm-up also asks whether OPA holds overlays (``data.oslo_opa.
-    overlay``) that ``overlay_path`` does not name: rules are sent only
-    the keys they read, which such overlays might not see, so from then
-    on every rule is sent the whole input (and a warning says so).
+Circuit breaker and warm-up
+    A transport failure opens the circuit (decisions fail at once until
+    a background probe gets an answer); OPA is asked every rule's path
+    once at start-up, so that real requests find it prepared
+    (``upkeep.py``).
 Answers
     Only HTTP 200 with ``{"result": true|false}`` is a decision.  A
     non-200, an undefined ``result`` (the path is not loaded), a
@@ -53,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -61,18 +45,25 @@ from typing import Any
 from oslo_opa import batch, inputs, overlay
 from oslo_opa.drivers.base import DecisionError, PolicyDirDriver, Settings
 from oslo_opa.drivers.transport import Transport, TransportError
+from oslo_opa.drivers.upkeep import Upkeep
 from oslo_opa.engine import RegoPolicy
 from oslo_opa.opts import HTTP_DEFAULTS
 
 LOG = logging.getLogger(__name__)
 
 DEFAULTS = HTTP_DEFAULTS
-# The first probe after the circuit opens; later ones double.
-FIRST_PROBE_DELAY = 0.1
-# A warm-up stops after this long (each request is bounded anyway).
-WARM_UP_BUDGET = 120.0
 # Decisions asked in one request at most, by decide_many.
 BATCH_LIMIT = 1000
+# One encoder for every request (json.dumps with options makes one each).
+_encode = json.JSONEncoder(separators=(',', ':')).encode
+# OPA's whole answer when it logs no decisions: no need to parse it.
+_PLAIN = {
+    b'{"result":true}\n': True,
+    b'{"result":false}\n': False,
+    b'{"result":true}': True,
+    b'{"result":false}': False,
+}
+
 # --- the driver --------------------------------------------------------------
 
 
@@ -81,7 +72,7 @@ def _option(options: Mapping[str, Any], name: str) -> Any:
     return DEFAULTS[name] if value is None else value
 
 
-class HttpDriver(PolicyDirDriver):
+class HttpDriver(Upkeep, PolicyDirDriver):
     """Decide with an OPA server (``driver = http``).
 
     ``rego_path`` is required: its manifest maps rules to OPA paths.
@@ -117,21 +108,11 @@ class HttpDriver(PolicyDirDriver):
         self._query = (
             '?strict-builtin-errors' if settings.strict_builtin_errors else ''
         )
-        self._interval = float(_option(opts, 'opa_circuit_breaker_interval'))
-        self._warm_up = bool(_option(opts, 'opa_warm_up'))
-
-        # Circuit breaker and background work, under _state_lock.
-        self._state_lock = threading.Lock()
-        self._open = False
-        self._open_reason = ''
-        self._trips = 0
-        self._probe_delay = FIRST_PROBE_DELAY
-        self._warm_wanted: int | None = None
+        self._start_upkeep(
+            interval=float(_option(opts, 'opa_circuit_breaker_interval')),
+            warm_up=bool(_option(opts, 'opa_warm_up')),
+        )
         self._dropped_seen = 0
-        self._worker_alive = False
-        self._closed = threading.Event()
-        self._warmed = threading.Event()
-        self._unknown_overlays = False
         self._no_batch = False
         self._check()
 
@@ -163,35 +144,6 @@ class HttpDriver(PolicyDirDriver):
             return inputs.document(creds, target, rule)
         return doc
 
-    def _look_for_overlays(self, policy: RegoPolicy) -> None:
-        """Whether OPA holds overlays that overlay_path does not name (a
-        rule sent only its own keys would hide the others from them):
-        then send every rule the whole input, and say so once."""
-        if policy.overlays or self._unknown_overlays:
-            return
-        try:
-            status, data = self.transport.request(
-                'POST',
-                '/v1/data/oslo_opa/overlay',
-                _warm_body(''),
-                timeout=self._warm_timeout,
-            )
-            # A package's document is an object (no overlay: undefined).
-            held = status == 200 and isinstance(
-                json.loads(data).get('result'), dict
-            )
-        except (TransportError, ValueError, TypeError, AttributeError):
-            return
-        if held:
-            self._unknown_overlays = True
-            LOG.warning(
-                'oslo.opa: OPA at %s holds overlays (data.oslo_opa.overlay) '
-                'but [oslo_opa] overlay_path names none: every rule is '
-                'sent the whole input; set overlay_path to the overlays '
-                'OPA holds',
-                self.url,
-            )
-
     # --- deciding ------------------------------------------------------------
 
     def decide(self, rule: str, input_doc: Mapping[str, Any]) -> bool:
@@ -204,9 +156,7 @@ class HttpDriver(PolicyDirDriver):
         if self._open or self._closed.is_set():
             raise DecisionError(self._not_asking(rule))
         try:
-            body = json.dumps(
-                {'input': input_doc}, separators=(',', ':')
-            ).encode('ascii')
+            body = _encode({'input': input_doc}).encode('ascii')
         except (TypeError, ValueError) as e:
             raise DecisionError(
                 f'rule {rule!r}: the input is not JSON ({type(e).__name__})'
@@ -229,35 +179,17 @@ class HttpDriver(PolicyDirDriver):
             # its prepared queries are gone.
             self._dropped_seen = self.transport.num_dropped
             self._request_warm_up()
-        if status != 200:
-            raise DecisionError(
-                f'rule {rule!r}: OPA answered HTTP {status}{_opa_code(data)}'
-            )
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            raise DecisionError(
-                f'rule {rule!r}: OPA answered with invalid JSON'
-            ) from None
-        if not isinstance(doc, dict):
-            raise DecisionError(
-                f'rule {rule!r}: OPA answered with unexpected JSON'
-            )
-        if 'result' not in doc:
-            raise DecisionError(
-                f'rule {rule!r}: {entry.path} is undefined in OPA (is the '
-                f'policy loaded? see oslo-opa status)'
-            )
-        result = doc['result']
-        if result is not True and result is not False:
-            raise DecisionError(f'rule {rule!r}: allow is not a boolean')
+        result = _PLAIN.get(data) if status == 200 else None
+        decision_id = None
+        if result is None:
+            result, decision_id = _decision(rule, entry.path, status, data)
         if LOG.isEnabledFor(logging.DEBUG):
             LOG.debug(
                 'oslo.opa: rule %r: %s from OPA in %.2f ms (decision_id %s)',
                 rule,
                 'allow' if result else 'deny',
                 (time.monotonic() - start) * 1e3,
-                doc.get('decision_id'),
+                decision_id,
             )
         return result
 
@@ -329,171 +261,41 @@ class HttpDriver(PolicyDirDriver):
             for (_, r, _, _), a in zip(chunk, answers, strict=True)
         ]
 
-    def _not_asking(self, rule: str) -> str:
-        if self._closed.is_set():
-            return f'rule {rule!r}: the http driver is closed'
-        return (
-            f'rule {rule!r}: OPA at {self.url} is not answering '
-            f'({self._open_reason}); not asked until a probe succeeds'
-        )
-
-    # --- circuit breaker -----------------------------------------------------
-
-    def _trip(self, err: TransportError) -> None:
-        """Open the circuit after a transport failure."""
-        if self._interval <= 0:
-            return
-        with self._state_lock:
-            if self._open or self._closed.is_set():
-                return
-            self._open = True
-            self._open_reason = str(err)
-            self._trips += 1
-            self._probe_delay = min(
-                self._interval, FIRST_PROBE_DELAY * 2 ** (self._trips - 1)
-            )
-        LOG.error(
-            'oslo.opa: OPA at %s is not answering (%s): decisions fail '
-            '(failure_mode) without asking it until it answers a probe '
-            '(every %.1f s at most)',
-            self.url,
-            err,
-            self._interval,
-        )
-        self._kick()
-
-    @property
-    def circuit_open(self) -> bool:
-        """Whether decisions currently fail without asking OPA."""
-        return self._open
-
-    def _probe(self) -> bool:
-        """One request that proves OPA answers (any HTTP status)."""
-        policy = self._policy
-        if policy is not None and policy.manifest.rules:
-            name, entry = next(iter(policy.manifest.rules.items()))
-            body = _warm_body(name)
-            path = f'/v1/data/{entry.path}{self._query}'
-            method = 'POST'
-        else:
-            body, path, method = None, '/health', 'GET'
-        try:
-            self.transport.request(method, path, body)
-        except TransportError as e:
-            self._open_reason = str(e)
-            return False
-        return True
-
-    # --- background work: probes and warm-up ---------------------------------
-
-    def _request_warm_up(self) -> None:
-        if not self._warm_up:
-            self._warmed.set()
-            return
-        with self._state_lock:
-            self._warm_wanted = self._generation
-            self._warmed.clear()
-        self._kick()
-
-    def _kick(self) -> None:
-        """Start the background thread unless it runs (it exits idle)."""
-        with self._state_lock:
-            if self._worker_alive or self._closed.is_set():
-                return
-            self._worker_alive = True
-        thread = threading.Thread(
-            target=self._work, name='oslo-opa-http', daemon=True
-        )
-        thread.start()
-
-    def _work(self) -> None:
-        try:
-            while True:
-                with self._state_lock:
-                    if self._closed.is_set():
-                        return
-                    if self._open:
-                        task, generation = 'probe', None
-                    elif self._warm_wanted is not None:
-                        task, generation = 'warm', self._warm_wanted
-                        self._warm_wanted = None
-                    else:
-                        self._worker_alive = False
-                        return
-                if task == 'probe':
-                    if self._closed.wait(self._probe_delay):
-                        return
-                    if self._probe():
-                        with self._state_lock:
-                            self._open = False
-                            if self._warm_up:
-                                self._warm_wanted = self._generation
-                                self._warmed.clear()
-                        LOG.warning(
-                            'oslo.opa: OPA at %s answers again', self.url
-                        )
-                    else:
-                        self._probe_delay = min(
-                            self._interval, self._probe_delay * 2
-                        )
-                else:
-                    self._warm(generation)
-        except Exception:  # noqa: BLE001 - a background thread must not die
-            LOG.exception('oslo.opa: http driver background work failed')
-        finally:
-            with self._state_lock:
-                self._worker_alive = False
-
-    def _warm(self, generation: int | None) -> None:
-        """Ask every rule's path once, so OPA has prepared it (and
-        whether OPA holds overlays nobody named)."""
-        policy = self._policy
-        if policy is None:
-            return
-        self._look_for_overlays(policy)
-        start = time.monotonic()
-        count = 0
-        for name, entry in policy.manifest.rules.items():
-            if (
-                self._closed.is_set()
-                or self._open
-                or self._generation != generation
-                or time.monotonic() - start > WARM_UP_BUDGET
-            ):
-                return
-            try:
-                self.transport.request(
-                    'POST',
-                    f'/v1/data/{entry.path}{self._query}',
-                    _warm_body(name),
-                    timeout=self._warm_timeout,
-                )
-            except TransportError as e:
-                self._trip(e)
-                return
-            count += 1
-        LOG.debug(
-            'oslo.opa: warmed %d OPA paths in %.0f ms',
-            count,
-            (time.monotonic() - start) * 1e3,
-        )
-        if self._generation == generation:
-            self._warmed.set()
-
-    def wait_warm_up(self, timeout: float | None = None) -> bool:
-        """Wait until every rule's path was asked once (True) or timeout."""
-        return self._warmed.wait(timeout)
-
     def close(self) -> None:
         self._closed.set()
         self.transport.close()
 
 
-def _warm_body(rule: str) -> bytes:
-    return json.dumps(
-        {'input': {'credentials': {}, 'target': {}, 'rule': rule}},
-        separators=(',', ':'),
-    ).encode('ascii')
+def _decision(
+    rule: str, path: str, status: int, data: bytes
+) -> tuple[bool, Any]:
+    """(allow, decision_id) from OPA's answer.
+
+    :raises DecisionError: the answer is not a boolean decision.
+    """
+    if status != 200:
+        raise DecisionError(
+            f'rule {rule!r}: OPA answered HTTP {status}{_opa_code(data)}'
+        )
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise DecisionError(
+            f'rule {rule!r}: OPA answered with invalid JSON'
+        ) from None
+    if not isinstance(doc, dict):
+        raise DecisionError(
+            f'rule {rule!r}: OPA answered with unexpected JSON'
+        )
+    if 'result' not in doc:
+        raise DecisionError(
+            f'rule {rule!r}: {path} is undefined in OPA (is the policy '
+            f'loaded? see oslo-opa status)'
+        )
+    result = doc['result']
+    if result is not True and result is not False:
+        raise DecisionError(f'rule {rule!r}: allow is not a boolean')
+    return result, doc.get('decision_id')
 
 
 def _opa_code(data: bytes) -> str:

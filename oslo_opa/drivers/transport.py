@@ -2,75 +2,76 @@
 
 One pool of keep-alive connections per process, shared by every thread
 and greenlet (``http://``, ``https://`` with a CA bundle and an optional
-client certificate, or ``unix:///path.sock``).  The connections are
-Python's ``http.client`` ones: a request is one packet out and one back,
-and the client costs about a third of what ``requests.Session`` costs
-per call (which is as much as OPA takes to decide; see ``tox -e
-bench``).  Connect and read timeouts bound every request.  Failures
-before the request was sent (connection refused, connect timeout, a
-send that failed) are retried at once, ``retries`` times; nothing is
-retried once the request may have reached OPA.  Errors never carry
-data.
+client certificate, or ``unix:///path.sock``).  A request is written
+whole with one ``sendall`` and its answer read by its framing alone
+(``wire.py``): no ``http.client``, whose two writes per request and
+generic header parsing cost about as much as OPA takes to decide (see
+``tox -e bench``, section ``http``).  Connect and read timeouts bound
+every request.  Failures before the request was sent (connection
+refused, connect timeout, a send that failed) are retried at once,
+``retries`` times; nothing is retried once the request may have
+reached OPA.  Errors never carry data.
 """
 
 from __future__ import annotations
 
-import http.client
+import contextlib
 import select
 import socket
 import ssl
 import threading
 import urllib.parse
 from collections.abc import Mapping
+from typing import Any
 
+from oslo_opa.drivers import wire
 from oslo_opa.errors import OsloOpaError, PolicyLoadError
 from oslo_opa.opts import HTTP_DEFAULTS as DEFAULTS
 from oslo_opa.opts import MAX_RETRIES
 
-_JSON_HEADERS = {
-    'Content-Type': 'application/json',
-    'Accept': 'application/json',
-}
+# What a decision request needs besides Host and Content-Length: OPA
+# answers JSON, uncompressed unless asked for gzip.
+_JSON_HEADERS = {'Content-Type': 'application/json'}
+# Methods whose requests carry a body (empty when None is given).
+_BODY_METHODS = frozenset({'POST', 'PUT', 'PATCH'})
+# Request heads kept, by method and path (a service asks a few hundred).
+_HEADS_KEPT = 4096
 
 
 class TransportError(OsloOpaError):
     """No HTTP answer from OPA; the message says why, never with data."""
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """http.client's connection over a unix stream socket."""
+class _Connection:
+    """One connected socket and what the pool knows of it."""
 
-    def __init__(self, socket_path: str, timeout: float) -> None:
-        super().__init__('localhost', timeout=timeout)
-        self.socket_path = socket_path
+    __slots__ = ('poller', 'sock', 'timeout')
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()
-            raise
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.timeout = sock.gettimeout()
+        self.poller: Any = None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
-def _dropped(conn: http.client.HTTPConnection) -> bool:
+def _dropped(conn: _Connection) -> bool:
     """Whether an idle keep-alive connection was closed by the server.
 
     An idle connection has nothing to read: readable means EOF, a reset
     or bytes nobody asked for.  poll() where there is one (select() only
-    takes descriptors below 1024; eventlet removes poll()).
+    takes descriptors below 1024; eventlet removes poll()), registered
+    once per connection.
     """
-    sock = conn.sock
-    if sock is None:
-        return True
     try:
         if hasattr(select, 'poll'):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
-        return bool(select.select([sock], [], [], 0)[0])
+            if conn.poller is None:
+                conn.poller = select.poll()
+                conn.poller.register(conn.sock, select.POLLIN)
+            return bool(conn.poller.poll(0))
+        return bool(select.select([conn.sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
 
@@ -83,10 +84,10 @@ def _reason(err: BaseException, sent: bool) -> str:
         return f'TLS failed: {err.reason or type(err).__name__}'
     if isinstance(err, TimeoutError):
         return 'no answer in time' if sent else 'connecting timed out'
-    if isinstance(err, http.client.RemoteDisconnected):
-        return 'connection broken: closed without an answer'
-    if isinstance(err, http.client.HTTPException):
-        return f'connection broken: not HTTP ({type(err).__name__})'
+    if isinstance(err, wire.ClosedEarly):
+        return f'connection broken: {err}'
+    if isinstance(err, wire.NotHttp):
+        return f'connection broken: not HTTP ({err})'
     if isinstance(err, OSError):
         what = 'connection broken' if sent else 'cannot connect'
         return f'{what}: {err.strerror or type(err).__name__}'
@@ -96,11 +97,11 @@ def _reason(err: BaseException, sent: bool) -> str:
 class Transport:
     """HTTP/1.1 requests to one OPA over a shared keep-alive pool.
 
-    Connections are Python's own ``http.client`` ones (headers and body
-    leave in one packet), kept in a LIFO pool shared by all threads:
-    at most ``max_connections`` idle ones are kept, more concurrent
-    requests open more connections, closed after use.  An idle
-    connection the server closed is noticed before reuse and replaced.
+    Connections are plain sockets (TLS-wrapped for ``https://``), kept
+    in a LIFO pool shared by all threads: at most ``max_connections``
+    idle ones are kept, more concurrent requests open more connections,
+    closed after use.  An idle connection the server closed is noticed
+    before reuse and replaced.
 
     :param url: ``http://host:port[/base]``, ``https://...`` or
         ``unix:///path/to/opa.sock``.
@@ -128,9 +129,13 @@ class Transport:
         self.num_connections = 0  # opened so far
         # Idle connections found closed by the server (an OPA restart).
         self.num_dropped = 0
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._heads: dict[tuple, bytes] = {}
+        self._unix_path: str | None = None
+        self._address: tuple[str, int] = ('', 0)
+        self._tls: ssl.SSLContext | None = None
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme.lower()
         if any((ca_file, cert_file, key_file)) and scheme != 'https':
@@ -146,7 +151,8 @@ class Transport:
                     f'[oslo_opa] opa_url = {url!r}: a unix socket URL is '
                     f'unix:///absolute/path.sock'
                 )
-            self._new = lambda t: _UnixConnection(path, t)
+            self._unix_path = path
+            self._host = 'localhost'
             return
         if scheme not in ('http', 'https') or not parts.hostname:
             raise PolicyLoadError(
@@ -160,18 +166,40 @@ class Transport:
                 f'[oslo_opa] opa_url = {url!r}: bad port'
             ) from e
         self.base_path = parts.path.rstrip('/')
-        host = parts.hostname
-        if scheme == 'http':
-            self._new = lambda t: http.client.HTTPConnection(
-                host, port or 80, timeout=t
-            )
-            return
-        context = _tls_context(ca_file, cert_file, key_file, tls_verify)
-        self._new = lambda t: http.client.HTTPSConnection(
-            host, port or 443, timeout=t, context=context
-        )
+        default_port = 80 if scheme == 'http' else 443
+        self._address = (parts.hostname, port or default_port)
+        self._host = wire.host_header(parts.hostname, port, default_port)
+        if scheme == 'https':
+            self._tls = _tls_context(ca_file, cert_file, key_file, tls_verify)
 
-    def _checkout(self) -> http.client.HTTPConnection | None:
+    def _connect(self, timeout: float) -> _Connection:
+        """A new connection (TLS handshake included).
+
+        :raises OSError: refused, no socket file, timed out, TLS failed.
+        """
+        if self._unix_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(self._unix_path)
+            except BaseException:
+                sock.close()
+                raise
+            return _Connection(sock)
+        sock = socket.create_connection(self._address, timeout)
+        try:
+            # The request leaves as one write: never wait to send it.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(
+                    sock, server_hostname=self._address[0]
+                )
+        except BaseException:
+            sock.close()
+            raise
+        return _Connection(sock)
+
+    def _checkout(self) -> _Connection | None:
         while True:
             with self._lock:
                 if not self._idle:
@@ -183,12 +211,40 @@ class Transport:
             with self._lock:
                 self.num_dropped += 1
 
-    def _checkin(self, conn: http.client.HTTPConnection) -> None:
+    def _checkin(self, conn: _Connection) -> None:
         with self._lock:
             if not self._closed and len(self._idle) < self.max_connections:
                 self._idle.append(conn)
                 return
         conn.close()
+
+    def _message(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str] | None,
+    ) -> bytes:
+        """The request's bytes; its head built once per method and path."""
+        key = (
+            method,
+            path,
+            None if headers is None else tuple(headers.items()),
+        )
+        head = self._heads.get(key)
+        if head is None:
+            head = wire.request_head(
+                method,
+                self.base_path + path,
+                self._host,
+                _JSON_HEADERS if headers is None else headers,
+            )
+            if len(self._heads) >= _HEADS_KEPT:
+                self._heads.clear()
+            self._heads[key] = head
+        if body is None and method in _BODY_METHODS:
+            body = b''
+        return wire.message(head, body)
 
     def request(
         self,
@@ -203,26 +259,26 @@ class Transport:
         :param timeout: (connect, read) seconds; the read timeout bounds
             each wait for data from OPA.
         :raises TransportError: no HTTP answer (the message has no data).
+        :raises ValueError: the path or a header is not valid in HTTP.
         """
         connect_timeout, read_timeout = timeout or (
             self.connect_timeout,
             self.read_timeout,
         )
-        headers = _JSON_HEADERS if headers is None else headers
+        method = method.upper()
+        data = self._message(method, path, body, headers)
         attempt = 0
         while True:
             if self._closed:
                 raise TransportError('the connection pool is closed')
             conn = self._checkout()
             if conn is None:
-                conn = self._new(connect_timeout)
                 with self._lock:
                     self.num_connections += 1
                 try:
-                    conn.connect()
+                    conn = self._connect(connect_timeout)
                 except OSError as e:
                     # Refused, no socket file, or timed out: nothing sent.
-                    conn.close()
                     retry = isinstance(
                         e, (ConnectionRefusedError, FileNotFoundError,
                             TimeoutError)
@@ -231,9 +287,12 @@ class Transport:
                         attempt += 1
                         continue
                     raise TransportError(_reason(e, sent=False)) from e
+            sock = conn.sock
             try:
-                conn.sock.settimeout(read_timeout)
-                conn.request(method, self.base_path + path, body, headers)
+                if conn.timeout != read_timeout:
+                    sock.settimeout(read_timeout)
+                    conn.timeout = read_timeout
+                sock.sendall(data)
             except OSError as e:
                 # Not (entirely) sent: OPA cannot have acted on it.
                 conn.close()
@@ -244,16 +303,15 @@ class Transport:
                     continue
                 raise TransportError(_reason(e, sent=True)) from e
             try:
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as e:
+                status, answer, reusable = wire.read_answer(sock, method)
+            except (OSError, wire.NotHttp) as e:
                 conn.close()
                 raise TransportError(_reason(e, sent=True)) from e
-            if resp.will_close:
-                conn.close()
-            else:
+            if reusable:
                 self._checkin(conn)
-            return resp.status, data
+            else:
+                conn.close()
+            return status, answer
 
     def close(self) -> None:
         """Close idle connections; busy ones close when they finish."""

@@ -86,10 +86,12 @@ def _fake_decision(path: str, doc: dict) -> bool | None:
 class FakeOpa:
     """A socket server answering decisions; ``mode`` switches behaviour.
 
-    Modes: ``ok``, ``hang`` (read the request, never answer), ``reset``
-    (read it, then RST), ``garbage`` (bytes that are not HTTP), ``500``,
-    ``echo500`` (500 quoting the input, as a careless server might),
-    ``undefined`` (``{}``), ``nonbool``, ``badjson``, ``array``.
+    Modes: ``ok``, ``plain`` (OPA's exact bytes without decision logs),
+    ``hang`` (read the request, never answer), ``reset`` (read it, then
+    RST), ``garbage`` (bytes that are not HTTP), ``500``, ``500true``
+    (a 500 whose body reads like an allow), ``echo500`` (500 quoting the
+    input, as a careless server might), ``undefined`` (``{}``),
+    ``nonbool``, ``badjson``, ``array``.
     """
 
     def __init__(
@@ -209,6 +211,8 @@ class FakeOpa:
             doc = {}
         if mode == '500':
             return 500, b'{"code":"internal_error","message":"boom"}'
+        if mode == '500true':
+            return 500, b'{"result":true}\n'
         if mode == 'echo500':
             msg = 'eval failed on %s' % json.dumps(doc)
             return 500, json.dumps({'code': 'x', 'message': msg}).encode()
@@ -223,6 +227,8 @@ class FakeOpa:
         result = _fake_decision(path.split('?')[0], doc)
         if result is None:
             return 200, b'{}'
+        if mode == 'plain':
+            return 200, b'{"result":%s}\n' % json.dumps(result).encode()
         return 200, json.dumps(
             {'result': result, 'decision_id': 'dec-%d' % len(self.requests)}
         ).encode()
@@ -348,10 +354,27 @@ def test_unix_socket(rego_dir, fake_opa, tmp_path):
     assert server.connections == 1
 
 
+def test_opa_plain_answers_and_their_debug_line(rego_dir, fake_opa, caplog):
+    server = fake_opa('plain')
+    drv = driver(rego_dir, server.url)
+    try:
+        with caplog.at_level(logging.DEBUG, logger='oslo_opa'):
+            assert ask(drv, 'admin_required', ADMIN) is True
+            assert ask(drv, 'admin_required', READER) is False
+    finally:
+        drv.close()
+    debug = [r.getMessage() for r in caplog.records]
+    assert any(
+        'allow from OPA' in m and 'decision_id None' in m for m in debug
+    )
+    assert any('deny from OPA' in m for m in debug)
+
+
 @pytest.mark.parametrize(
     ('mode', 'message'),
     [
         ('500', 'HTTP 500 (internal_error)'),
+        ('500true', 'HTTP 500'),
         ('undefined', 'is undefined in OPA'),
         ('nonbool', 'not a boolean'),
         ('badjson', 'invalid JSON'),
