@@ -8,15 +8,18 @@ each and compiles it:
 * the fast bundle, for a *tidy* input (no check can raise on it, see
   ``lib.tidy``): the rule's ``<rule>.fast.rego`` and, renamed ``allow``,
   the ``_fast`` of each rule it reads, plus only the library files those
-  call.  Rules whose fast paths read the same share one.  It answers
-  true, false, or "maybe" when some check could still raise;
+  call (``fast_library``).  Rules whose fast paths read the same share
+  one.  It answers true, false, or "maybe" when some check could still
+  raise (``_fast_decision``), and the same for an input whose roles
+  make every role check raise (``_rr_decision``);
 * the full bundle: the rule's modules, the modules they read, the helper
   library and any extra hand-written modules, deciding ``allow``;
 * with overlays, the same with the overlay modules compiled in.
 
 Most inputs are ASCII, and Python's ``str.lower()`` of an ASCII string is
 Rego's ``lower()``, so bundles come in variants, each exact on the inputs
-it is used for (see ``input_profile``):
+it is used for (see ``input_profile``; the library variants are in
+``fast_library``):
 
 * full bundle: as written, or with ``py_lower`` (``casefold.rego``:
   tables and a regex per call) plain ``lower()`` when every string is
@@ -45,42 +48,17 @@ from typing import Any
 
 import regopy
 
+from oslo_opa import fast_library, rego_errors
 from oslo_opa import manifest as manifest_mod
-from oslo_opa import rego_errors
 from oslo_opa.errors import PolicyLoadError
+from oslo_opa.fast_library import (
+    CASEFOLD,
+    FAST_LIBRARY,
+    FAST_LIBRARY_SIMPLE,
+    LIB_CALL,
+)
 from oslo_opa.input_profile import FULL, LOWER, SIMPLE
 
-CASEFOLD = 'oslo_opa/casefold.rego'
-COMPARE = 'oslo_opa/compare.rego'
-_PYSTR = 'oslo_opa/pystr.rego'
-ROLES = 'oslo_opa/roles.rego'
-# Membership in an array is cheaper in regopy than building a set.
-ASCII_ROLES = """package oslo_opa.lib
-
-roles_list_lower := [x | some r in input.credentials.roles; x := lower(r)]
-"""
-# For roles that are all lower case already (as they nearly always are),
-# lower() changes none of them; a call per role is a cost worth saving.
-LOWER_ROLES = """package oslo_opa.lib
-
-roles_list_lower := input.credentials.roles
-"""
-_SUBST = 'oslo_opa/subst.rego'
-# The library files a fast path needs for each helper it calls (the file
-# defining it and those it calls in turn); tests/unit/test_engine_library
-# checks this against the library.
-FAST_LIBRARY: dict[str, tuple[str, ...]] = {
-    'roles_list_lower': (ROLES, CASEFOLD),
-    'py_lower': (CASEFOLD,),
-    'py_str': (_PYSTR,),
-    'str_eq': (COMPARE, _PYSTR),
-    'cred_is': (COMPARE, _PYSTR),
-    'has': (_SUBST, _PYSTR),
-    'subst_text': (_SUBST, _PYSTR),
-    'cred_eq': (_SUBST, _PYSTR),
-    'items': (_SUBST, _PYSTR),
-    'odd_leaf': (_SUBST, _PYSTR),
-}
 # The package a fast bundle holds its rule's fast path under, so that
 # rules whose fast paths read the same share the bundle.
 SHARED_PACKAGE = 'oslo_opa.shared_fast_path'
@@ -99,27 +77,8 @@ def _rename(found: re.Match) -> str:
     return 'allow' if found.group(0) == '_fast' else found.group(0)
 
 
-# The same for a simple input, where compare.rego and roles.rego are
-# swapped for PLAIN_COMPARE and ASCII_ROLES, which call nothing.
-FAST_LIBRARY_SIMPLE = dict(
-    FAST_LIBRARY,
-    roles_list_lower=(ROLES,),
-    str_eq=(COMPARE,),
-    cred_is=(COMPARE,),
-)
-_LIB_CALL = re.compile(r'\blib\.([A-Za-z_][A-Za-z0-9_]*)')
-PLAIN_COMPARE = """package oslo_opa.lib
-
-str_eq(a, b) if a == b
-
-cred_is(v, values) if v in values
-"""
 # A package name from the manifest, before it is written into Rego.
 _PACKAGE = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*')
-ASCII_CASEFOLD = """package oslo_opa.lib
-
-py_lower(s) := lower(s)
-"""
 # A module the operator put in the converted directory that is an overlay;
 # the package line of any module.
 _OVERLAY_MODULE = re.compile(
@@ -333,7 +292,7 @@ class Bundler:
                 or not _PACKAGE.fullmatch(self.package(r))
             ):
                 return None
-            for call in _LIB_CALL.findall(text):
+            for call in LIB_CALL.findall(text):
                 needed = table.get(call)
                 if needed is None or any(
                     f not in self.modules for f in needed
@@ -379,17 +338,12 @@ class Bundler:
         lower_roles: bool = False,
     ) -> dict[str, str]:
         """The named modules' texts, with the library variants asked."""
-        texts = {}
-        for name in names:
-            text = self.modules[name]
-            if ascii_only and name == CASEFOLD:
-                text = ASCII_CASEFOLD
-            elif plain and name == COMPARE:
-                text = PLAIN_COMPARE
-            elif plain and ascii_only and name == ROLES:
-                text = LOWER_ROLES if lower_roles else ASCII_ROLES
-            texts[name] = text
-        return texts
+        return {
+            name: fast_library.variant(
+                name, self.modules[name], ascii_only, plain, lower_roles
+            )
+            for name in names
+        }
 
     def compile(
         self,

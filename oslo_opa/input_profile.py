@@ -52,6 +52,26 @@ def _plain_ascii(text: str) -> bool:
     )
 
 
+def _plain_tree(value: Any) -> bool:
+    """value is dicts of plain ASCII strings, ints, booleans and None
+    (keys ASCII too), and no list."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key, inner in item.items():
+                if not (type(key) is str and key.isascii()):
+                    return False
+                stack.append(inner)
+        elif kind is str:
+            if not _plain_ascii(item):
+                return False
+        elif kind is not bool and kind is not int and item is not None:
+            return False
+    return True
+
+
 def _roles_list(value: Any) -> list | None:
     """The roles as the list oslo.policy's role check iterates, or None.
 
@@ -161,7 +181,11 @@ def fast_profile(
                 if simple and not _plain_ascii(value):
                     simple = False
             elif is_creds and name in dotted and kind in (dict, list):
-                simple = keyed = False
+                # A walk compares what it ends on with str_eq or cred_is:
+                # a list there needs the full variant, which walks it.
+                keyed = False
+                if simple and not _plain_tree(value):
+                    simple = False
             elif is_creds and kind is list:
                 if len(value) == 1 and type(value[0]) is str:
                     value = folded[name] = value[0]

@@ -1,7 +1,7 @@
 """The embedded engine's fast bundles: what goes in them, and when.
 
 A fast bundle holds only the library files its rule calls
-(``bundler.FAST_LIBRARY``).  regopy compiles a call to a function no
+(``fast_library.FAST_LIBRARY``).  regopy compiles a call to a function no
 module defines without complaint (the call is simply undefined, so a
 check would quietly fail), so the table is checked here against the
 library itself.
@@ -15,7 +15,7 @@ from importlib import resources
 
 import pytest
 
-from oslo_opa import bundler, engine, input_profile, policy_files
+from oslo_opa import engine, fast_library, input_profile, policy_files
 from oslo_opa.convert import convert
 from oslo_opa.errors import PolicyLoadError
 
@@ -59,7 +59,7 @@ def test_every_fast_helper_comes_with_what_it_calls():
     defined_in = {
         name: path for path, text in library.items() for name in _defined(text)
     }
-    for helper, files in bundler.FAST_LIBRARY.items():
+    for helper, files in fast_library.FAST_LIBRARY.items():
         assert defined_in[helper] in files, (helper, files)
         names = set()
         for path in files:

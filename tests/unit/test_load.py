@@ -61,7 +61,8 @@ def test_an_unedited_directory_compiles_nothing_at_load(converted, compiles):
     # Its fast bundle is the one the conversion compiled and saved.
     assert compiles == []
     # An input that leaves the fast path: the full rule, compiled now.
-    doc = policy.input_for('get_thing', {**creds, 'roles': [1]}, {})
+    odd = {**creds, 'project_id': {'id': 'p1'}}
+    doc = policy.input_for('get_thing', odd, {'project_id': 'p1'})
     assert policy.evaluate('get_thing', doc) is False
     assert compiles == ["rule 'get_thing'"]
 
