@@ -24,11 +24,12 @@ it is used for (see ``input_profile``; the library variants are in
 * full bundle: as written, or with ``py_lower`` (``casefold.rego``:
   tables and a regex per call) plain ``lower()`` when every string is
   ASCII;
-* fast bundle: as written; or, when every string is ASCII and none reads
-  like the ``str()`` of a non-string (``True``, ``42``), with
-  ``lower()`` too and ``str_eq`` plain ``==`` (``PLAIN_COMPARE``); and
-  then, when every role is lower case already, with the roles used as
-  sent (``LOWER_ROLES``).
+* fast bundle: as written; with ``lower()`` when every string is ASCII
+  (``ASCII``); when besides none reads like the ``str()`` of a
+  non-string (``True``, ``42``) and no credential is a list, with
+  ``str_eq`` plain ``==`` too (``PLAIN_COMPARE``); and then, when every
+  role is lower case already, with the roles used as sent
+  (``LOWER_ROLES``).
 
 A rule qualifies for the ASCII variants when its modules are unedited
 and lower-case no text of their own (the manifest's ``ascii_lowering``).
@@ -57,7 +58,7 @@ from oslo_opa.fast_library import (
     FAST_LIBRARY_SIMPLE,
     LIB_CALL,
 )
-from oslo_opa.input_profile import FULL, LOWER, SIMPLE
+from oslo_opa.input_profile import ASCII, FULL, LOWER, SIMPLE
 
 # The package a fast bundle holds its rule's fast path under, so that
 # rules whose fast paths read the same share the bundle.
@@ -104,7 +105,7 @@ def state_path(allow_path: str) -> str:
 
 
 # The fast bundle variants, each exact on the inputs it is used for.
-VARIANTS = (FULL, SIMPLE, LOWER)
+VARIANTS = (FULL, SIMPLE, LOWER, ASCII)
 
 
 def regopy_version() -> str:
@@ -197,6 +198,16 @@ class Bundler:
         self.dotted = {
             name: self._dotted(name) if self.trusted else frozenset()
             for name in self.manifest.rules
+        }
+        # Their paths, split, for the rules that have any.
+        self.dotted_paths = {
+            name: tuple(
+                tuple(p.split('.'))
+                for r in self.manifest.closure(name)
+                for p in self.manifest.rules[r].dotted_paths
+            )
+            for name, keys in self.dotted.items()
+            if keys
         }
         # Whether full bundles need the data: only Rego the converter did
         # not write reads it.
@@ -405,14 +416,14 @@ class Bundler:
         return self.compile(texts, [path, state_path(path)], what, data_json)
 
     def build_fast(self, rule: str, variant: int) -> Any:
-        simple = variant != FULL
+        simple = variant in (SIMPLE, LOWER)
         if simple:
             names = self.library_for(rule, FAST_LIBRARY_SIMPLE) or []
         else:
             names = list(self.fast_library[rule] or ())
         texts = self.texts(
             names,
-            ascii_only=simple,
+            ascii_only=variant != FULL,
             plain=simple,
             lower_roles=variant == LOWER,
         )

@@ -337,6 +337,7 @@ class RegoPolicy(OverlaidPolicy):
                 self._b.fast_lists,
                 self._b.fast_raising_roles,
                 self._b.dotted[rule],
+                self._b.dotted_paths.get(rule, ()),
             )
             if self._b.fast_library[rule] is not None
             else None
@@ -357,6 +358,8 @@ class RegoPolicy(OverlaidPolicy):
             # A fast path reads only these (every value costs regopy
             # time to convert).
             doc = {'credentials': profile[2], 'target': input_doc['target']}
+            if profile[3]:
+                doc['walked'] = True
             ok, text = self._query(
                 self._fast_bundle(fast_rule, variant),
                 entry(bundler.SHARED_ALLOW),

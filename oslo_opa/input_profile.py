@@ -40,8 +40,9 @@ def all_ascii(doc: Any) -> bool:
 FULL = 0  # the library as written
 SIMPLE = 1  # ASCII and plain: ASCII_CASEFOLD, PLAIN_COMPARE, ASCII_ROLES
 LOWER = 2  # SIMPLE, and every role lower case already: LOWER_ROLES
+ASCII = 3  # ASCII, not plain ("True", "1", lists): ASCII_CASEFOLD only
 # Not a variant: FULL, asked for _rr_decision (roles that raise).
-RAISING = 3
+RAISING = 4
 
 
 def _plain_ascii(text: str) -> bool:
@@ -111,7 +112,8 @@ def fast_profile(
     lists: bool = True,
     raising: bool = True,
     dotted: frozenset[str] = frozenset(),
-) -> tuple[int, tuple | None, Mapping[str, Any]] | None:
+    paths: tuple[tuple[str, ...], ...] = (),
+) -> tuple[int, tuple | None, Mapping[str, Any], bool] | None:
     """What the fast path needs to know of a decision's input, in one pass.
 
     None when the fast path cannot decide it: roles are not a list of
@@ -131,17 +133,20 @@ def fast_profile(
     ``lib.cred_eq``) walk a list of scalars the same way.  A list
     holding one string is sent as that string (oslo.context's
     ``service_roles`` on a service's token): the plain variants then
-    apply.  Longer lists take the full variant, whose comparisons walk
-    them, if lists (the fast paths were converted so, and the library is
-    as written); else the three-valued path.  Hand-edited rules have no
-    fast path.
+    apply.  Longer lists take the ASCII or full variant, whose
+    comparisons walk them, if lists (the fast paths were converted so,
+    and the library is as written); else the three-valued path.
+    Hand-edited rules have no fast path.
 
     Roles that make every role check raise (None, a number, a list
     holding a non-string) give RAISING, if raising (the fast modules
     then decide with ``_rr_decision``, which reads no role), and no key.
     Credentials in dotted, which the rule reads only through dotted
     paths (``token.domain.id``), may hold anything: the fast path walks
-    them, and says "maybe" where the walk is not plain dicts.
+    them, and says "maybe" where the walk is not plain dicts.  The last
+    item says whether every one of paths (the rule's dotted paths) walks
+    only dicts to its end or a missing key here: then the fast path
+    need not look (``input.walked``).
     """
     try:
         parts = (doc['credentials'].items(), doc['target'].items())
@@ -209,10 +214,32 @@ def fast_profile(
                 simple = False
             part.append((name, kind, value))
         key.append(tuple(part))
-    variant = (LOWER if lower else SIMPLE) if simple else FULL
-    if roles_raise:
-        variant = RAISING
     creds = doc['credentials']
     if folded:
         creds = {**creds, **folded}
-    return variant, tuple(key) if keyed else None, creds
+    if simple:
+        variant = LOWER if lower else SIMPLE
+    elif all_ascii(creds) and all_ascii(doc['target']):
+        variant = ASCII
+    else:
+        variant = FULL
+    if roles_raise:
+        variant = RAISING
+    walked = bool(paths) and all(_clean_walk(creds, p) for p in paths)
+    return variant, tuple(key) if keyed else None, creds, walked
+
+
+def _clean_walk(creds: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether oslo.policy's walk of path through creds meets only
+    dicts until a key is missing or it ends, on a scalar or a list of
+    scalars: no raise, no branch, no str() of a container."""
+    value: Any = creds
+    for i, segment in enumerate(path):
+        if i and type(value) is not dict:
+            return False
+        if segment not in value:
+            return True
+        value = value[segment]
+    if type(value) is list:
+        return all(type(v) not in (list, dict) for v in value)
+    return type(value) is not dict

@@ -33,6 +33,8 @@ class RuleEntry:
     fast_sha256: str | None = None
     # Credentials read only through dotted paths (token.domain.id).
     dotted_credentials: tuple[str, ...] = ()
+    # Those paths, as written (token.domain.id).
+    dotted_paths: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +131,7 @@ def parse(doc: Any, directory: str) -> Manifest:
                 fast_module=entry.get('fast_module'),
                 fast_sha256=entry.get('fast_sha256'),
                 dotted_credentials=tuple(entry.get('dotted_credentials', ())),
+                dotted_paths=tuple(entry.get('dotted_paths', ())),
             )
         for entry in rules.values():
             for dep in entry.deps:

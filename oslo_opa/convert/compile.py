@@ -49,6 +49,7 @@ class CompiledRule:
     :ivar dotted_credentials: those read only through dotted paths
         (``token.domain.id``): the fast path walks them if they are
         dicts.
+    :ivar dotted_paths: those paths.
     :ivar ascii_lowering: its role checks lower-case only input text (so
         an all-ASCII input never needs Unicode case mapping).
     :ivar fast_entry: only an untidy input (``lib.tidy`` false) can make
@@ -64,6 +65,7 @@ class CompiledRule:
     target_keys: list[str]
     credentials: list[str]
     dotted_credentials: list[str] = dataclasses.field(default_factory=list)
+    dotted_paths: list[str] = dataclasses.field(default_factory=list)
     ascii_lowering: bool = True
     fast_entry: bool = False
 
@@ -161,6 +163,7 @@ class _RuleCompiler:
         self.credentials: list[str] = []
         # Keys some check reads as a whole (not through a dotted path).
         self.flat_credentials: set[str] = set()
+        self.dotted_paths: list[str] = []
         # Whether lower-casing only ever meets the input's own text.
         self.ascii_lowering = True
         self.size = 0
@@ -297,6 +300,8 @@ class _RuleCompiler:
     def _path(self, kind: str, fmt: Format) -> str:
         segments = kind.split('.')
         self._note_cred(segments[0], dotted=len(segments) > 1)
+        if len(segments) > 1 and kind not in self.dotted_paths:
+            self.dotted_paths.append(kind)
         branches = self.lib('root')
         for seg in segments:
             branches = self.lib(f'step({branches}, {rego_string(seg)})')
@@ -383,6 +388,7 @@ class _TableCompiler:
             dotted_credentials=[
                 k for k in rc.credentials if k not in rc.flat_credentials
             ],
+            dotted_paths=rc.dotted_paths,
             ascii_lowering=rc.ascii_lowering,
             fast_entry=not fastpath.special,
         )

@@ -89,6 +89,7 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
             'target_keys': rule.target_keys,
             'credentials': rule.credentials,
             'dotted_credentials': rule.dotted_credentials,
+            'dotted_paths': rule.dotted_paths,
             'ascii_lowering': rule.ascii_lowering,
             'fast_entry': rule.fast_entry,
             'scope_types': scope_types.get(name),

@@ -362,12 +362,16 @@ class FastPath:
         walk decides."""
         self._may_raise(_UNTIDY)
         walk: list[str] = []
+        odd: list[list[str]] = []
         value = ref('input.credentials', segments[0])
         for i, segment in enumerate(segments[1:], 1):
             walk.append(f'some x{i} in lib.items({value})')
-            self._may_raise(self._helper([[*walk, f'not is_object(x{i})']]))
+            odd.append([*walk, f'not is_object(x{i})'])
             value = ref(f'x{i}', segment)
-        self._may_raise(self._helper([[*walk, f'lib.odd_leaf({value})']]))
+        odd.append([*walk, f'lib.odd_leaf({value})'])
+        # The embedded driver walks the dicts it sends in Python and says
+        # so (input.walked): then none of these can hold.
+        self._may_raise(self._helper([['not input.walked', *b] for b in odd]))
         if fmt.static is not None:
             twins = ', '.join(_str_twins(fmt.static))
             found = f'lib.cred_is({value}, [{twins}])'

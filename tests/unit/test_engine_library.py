@@ -270,8 +270,8 @@ def test_the_python_tidy_is_lib_tidy(creds, target):
         ([], input_profile.LOWER),
         (['reader', 'Member'], input_profile.SIMPLE),
         (['r\u00f4le'], input_profile.FULL),
-        (['True'], input_profile.FULL),
-        (['42'], input_profile.FULL),
+        (['True'], input_profile.ASCII),
+        (['42'], input_profile.ASCII),
     ],
 )
 def test_each_fast_variant_decides_as_the_full_policy(
@@ -316,7 +316,9 @@ def test_credential_lists_and_odd_roles_take_the_fast_path(tmp_path):
     assert input_profile.fast_profile(doc)[2] == {'x': 'a', 'roles': ['r']}
     assert doc['credentials']['x'] == ['a']  # the caller's is untouched
     two = {'credentials': {'x': ['a', 'b']}, 'target': {}}
-    assert input_profile.fast_profile(two)[0] == input_profile.FULL
+    assert input_profile.fast_profile(two)[0] == input_profile.ASCII
+    wide = {'credentials': {'x': ['a', '\u00e9']}, 'target': {}}
+    assert input_profile.fast_profile(wide)[0] == input_profile.FULL
     nested = {'credentials': {'x': ['a', {'b': 1}]}, 'target': {}}
     assert input_profile.fast_profile(nested) is None
     odd = {'credentials': {'roles': 'Ab'}, 'target': {}}
@@ -461,7 +463,8 @@ def test_dotted_credential_paths_walk_dicts_on_the_fast_path(tmp_path):
         tmp_path,
         '"t": "token.domain.id:%(d)s or user_id:%(u)s"\n'
         '"s": "token.project.domain.id:default and not token.x:1"\n'
-        '"flat": "token:%(d)s or rule:t"\n',
+        '"flat": "token:%(d)s or rule:t"\n'
+        '"n": "not token.domain.id:%(d)s"\n',
     )
     assert policy._b.dotted['t'] == {'token'}
     assert policy._b.dotted['flat'] == frozenset()  # read whole too
@@ -504,11 +507,20 @@ def test_dotted_credential_paths_walk_dicts_on_the_fast_path(tmp_path):
             for rule in rules
         ]
 
-    fast = docs(plain, ['t', 's'])
+    fast = docs(plain, ['t', 's', 'n'])
     decided = [policy.evaluate(d['rule'], d) for d in fast]
     assert not [key for key in policy._bundles if key[0] == 'full']
     assert any(decided) and not all(decided)
-    rest = docs(odd, ['t', 's']) + docs(plain[:2], ['flat'])
+    rest = docs(odd, ['t', 's', 'n']) + docs(plain[:2], ['flat'])
     decided += [policy.evaluate(d['rule'], d) for d in rest]
     for doc, got in zip(fast + rest, decided, strict=True):
         assert got is (policy.state(doc['rule'], doc) == 't'), doc
+    # Walks the engine checks in Python, and tells the fast path so.
+    paths = policy._b.dotted_paths['n']
+    walked = [
+        input_profile.fast_profile(
+            doc, dotted=frozenset({'token'}), paths=paths
+        )
+        for doc in docs(plain[:4] + odd[:3], ['n'])
+    ]
+    assert [w[3] for w in walked] == [True] * 4 + [False] * 3
