@@ -14,15 +14,16 @@ from typing import Any
 _CONFUSABLE = frozenset(('True', 'False', 'None'))
 
 
-def all_ascii(doc: Any) -> bool:
-    """Every string in doc, keys included, is ASCII (and every value is
-    of a JSON type: anything else is not vouched for)."""
+def _tree(doc: Any, text_ok: Any, lists: bool = True) -> bool:
+    """Every string in doc passes text_ok, every key is ASCII, every
+    value is of a JSON type (anything else is not vouched for), and,
+    unless lists, no value is a list."""
     stack = [doc]
     while stack:
         value = stack.pop()
         kind = type(value)
         if kind is str:
-            if not value.isascii():
+            if not text_ok(value):
                 return False
         elif kind is dict:
             for key, item in value.items():
@@ -30,10 +31,18 @@ def all_ascii(doc: Any) -> bool:
                     return False
                 stack.append(item)
         elif kind is list:
+            if not lists:
+                return False
             stack.extend(value)
         elif kind not in (bool, int) and value is not None:
             return False
     return True
+
+
+def all_ascii(doc: Any) -> bool:
+    """Every string in doc, keys included, is ASCII (and every value is
+    of a JSON type: anything else is not vouched for)."""
+    return _tree(doc, str.isascii)
 
 
 # The fast bundle variants, by the input's shape (see fast_profile).
@@ -56,21 +65,7 @@ def _plain_ascii(text: str) -> bool:
 def _plain_tree(value: Any) -> bool:
     """value is dicts of plain ASCII strings, ints, booleans and None
     (keys ASCII too), and no list."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            for key, inner in item.items():
-                if not (type(key) is str and key.isascii()):
-                    return False
-                stack.append(inner)
-        elif kind is str:
-            if not _plain_ascii(item):
-                return False
-        elif kind is not bool and kind is not int and item is not None:
-            return False
-    return True
+    return _tree(value, _plain_ascii, lists=False)
 
 
 def _roles_list(value: Any) -> list | None:
