@@ -198,6 +198,7 @@ _http_options = [
 
 HTTP_OPTION_NAMES = tuple(o.dest for o in _http_options)
 _options = _options + _http_options
+OPTION_NAMES = tuple(o.dest for o in _options)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
