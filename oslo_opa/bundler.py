@@ -376,16 +376,19 @@ class Bundler:
                 it.add_module(name, text)
             bundle = it.build(None, entrypoints)
         except regopy.RegoError as e:
-            raise PolicyLoadError(
-                f'{self.directory}: {what} does not compile: '
-                f'{rego_errors.summary(str(e), texts)}'
-            ) from e
+            raise self._compile_error(what, str(e), texts) from e
         if not bundle.ok():
-            raise PolicyLoadError(
-                f'{self.directory}: {what} does not compile: '
-                f'{rego_errors.summary(str(bundle.node()), texts)}'
-            )
+            raise self._compile_error(what, str(bundle.node()), texts)
         return bundle
+
+    def _compile_error(
+        self, what: str, raw: str, texts: Mapping[str, str]
+    ) -> PolicyLoadError:
+        return PolicyLoadError(
+            f'{self.directory}: {what} does not compile: '
+            f'{rego_errors.summary(raw, texts)}',
+            first=rego_errors.first(raw, texts),
+        )
 
     def full_names(self, rule: str) -> list[str]:
         """The modules of rule's full bundle: the library, hand-written

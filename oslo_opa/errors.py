@@ -24,4 +24,12 @@ class StrictModeError(ConversionError):
 
 
 class PolicyLoadError(OsloOpaError):
-    """A converted directory that cannot be loaded or compiled."""
+    """A converted directory that cannot be loaded or compiled.
+
+    :ivar first: for Rego that does not compile, the first error, as
+        ``file:row:col: message``; else None.
+    """
+
+    def __init__(self, message: str, first: str | None = None) -> None:
+        super().__init__(message)
+        self.first = first

@@ -67,3 +67,9 @@ def summary(raw: str, texts: Mapping[str, str], limit: int = 3) -> str:
     if len(found) > limit:
         text += f' (and {len(found) - limit} more)'
     return ' '.join(text.split())
+
+
+def first(raw: str, texts: Mapping[str, str]) -> str | None:
+    """The first error of raw on one line, or None."""
+    found = messages(raw, texts)
+    return ' '.join(found[0].split()) if found else None

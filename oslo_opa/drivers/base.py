@@ -207,7 +207,13 @@ class PolicyDirDriver(Driver):
                     self._next_check = 0.0
                     return
                 self._failed_stamp = current
-                self._error = str(e)
+                # Logged in full once, here; each denied decision says
+                # why in one short line.
+                self._error = (
+                    f'{self.what} could not load ({e.first}; logged at load)'
+                    if e.first
+                    else str(e)
+                )
                 if self._policy is None:
                     LOG.error('oslo.opa: cannot load %s: %s', self.what, e)
                 else:
