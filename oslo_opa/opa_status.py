@@ -28,7 +28,9 @@ class Status:
     rules: int = 0
     resolved: int = 0
     unresolved: list[str] = dataclasses.field(default_factory=list)
-    local_revisions: list[str] = dataclasses.field(default_factory=list)
+    # The directory's bundle revisions: library mode ('include': with the
+    # helper library; 'exclude': without it) -> revision.
+    local_revisions: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -72,13 +74,9 @@ def status(
         return report
     for mode in ('include', 'exclude'):
         try:
-            report.local_revisions.append(
-                json.loads(
-                    bundle_files(directory, mode, overlays=overlays)[
-                        '.manifest'
-                    ]
-                )['revision']
-            )
+            report.local_revisions[mode] = json.loads(
+                bundle_files(directory, mode, overlays=overlays)['.manifest']
+            )['revision']
         except PolicyLoadError:
             pass
     report.rules = len(manifest.rules)

@@ -85,6 +85,31 @@ def _push(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# oslo-opa bundle --library include / exclude: what each revision is.
+_LIBRARY_MODES = {
+    'include': 'its bundle with the helper library',
+    'exclude': 'without it (--library exclude, for an OPA that loads the '
+    'library from a bundle of its own)',
+}
+
+
+def _revisions(directory: str, st: Any) -> str:
+    """Which revision of directory's bundles OPA runs, if any.  The
+    two differ because the revision covers every file of the bundle."""
+    loaded = {b['revision'] for b in st.bundles.values()}
+    parts = [
+        f'{revision} = {_LIBRARY_MODES[mode]}'
+        + (' (loaded)' if revision in loaded else '')
+        for mode, revision in st.local_revisions.items()
+    ]
+    verdict = (
+        'OPA runs it'
+        if loaded & set(st.local_revisions.values())
+        else 'OPA runs neither revision'
+    )
+    return f'{directory}: {verdict}; revisions: ' + '; '.join(parts)
+
+
 def _status(args: argparse.Namespace) -> int:
     from oslo_opa import opa_status
     from oslo_opa.opa_rest import OpaError
@@ -114,14 +139,7 @@ def _status(args: argparse.Namespace) -> int:
         print('bundles: not all activated yet')
     if args.directory:
         if st.bundles:
-            loaded = {b['revision'] for b in st.bundles.values()}
-            same = any(r in loaded for r in st.local_revisions)
-            print(
-                f'{args.directory}: revision '
-                f'{" or ".join(st.local_revisions)} '
-                + ('(loaded)' if same else '(not a loaded revision)')
-                + ' (a bundle with the library, and one without)'
-            )
+            print(_revisions(args.directory, st))
         print(f'rules resolved: {st.resolved}/{st.rules}')
         for name in st.unresolved[:20]:
             print(f'  unresolved: {name}')

@@ -311,7 +311,10 @@ def test_delegation_over_http_agrees_with_oslo_policy(
     assert code == 0, out
     rules = len(drv.manifest.rules)
     assert f'rules resolved: {rules}/{rules}' in out
-    assert '(loaded)' in out
+    # Which of the directory's two revisions OPA runs, and what each is.
+    assert 'OPA runs it; revisions: ' in out and out.count('(loaded)') == 1
+    assert 'its bundle with the helper library' in out
+    assert 'without it (--library exclude' in out
     assert 'revision oslo_opa-lib-' in out
 
 
@@ -796,7 +799,8 @@ def test_status_reports_what_is_missing(run_opa, converted, capsys):
     # Another service's rules are not there.
     assert cli.main(['status', dirs[MEDIUM], *opa.cli_args()]) == 1
     out = capsys.readouterr().out
-    assert 'rules resolved: 0/' in out and 'not a loaded revision' in out
+    assert 'rules resolved: 0/' in out and 'OPA runs neither revision' in out
+    assert '(loaded)' not in out
     assert 'unresolved: ' in out
 
 
