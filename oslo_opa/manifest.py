@@ -55,6 +55,8 @@ class Manifest:
     # Its fast modules decide inputs whose roles make oslo.policy raise
     # (``_rr_decision``, see convert/fastpath.py).
     fast_raising_roles: bool = False
+    # oslo.policy's deprecation warnings for the converted configuration.
+    deprecations: tuple[str, ...] = ()
     # The library files' SHA-256 as written (empty: not recorded).
     library_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
     # Fast bundles compiled at conversion (see convert/prebuilt.py):
@@ -149,6 +151,9 @@ def parse(doc: Any, directory: str) -> Manifest:
             overlay_hooks=doc.get('overlay_hooks') is True,
             fast_lists=doc.get('fast_lists') is True,
             fast_raising_roles=doc.get('fast_raising_roles') is True,
+            deprecations=tuple(
+                d for d in doc.get('deprecations') or () if isinstance(d, str)
+            ),
             library_sha256=dict(doc.get('library_sha256') or {}),
             prebuilt=dict(doc.get('prebuilt') or {}),
         )

@@ -66,6 +66,9 @@ def _convert(args: argparse.Namespace) -> int:
             print(f'oslo-opa: error: {warning}', file=sys.stderr)
         return EXIT_FAILED
     warn(conv.warnings)
+    for text in conv.deprecations:
+        # oslo.policy's words, as it warns when it loads these rules.
+        print(f'oslo-opa: oslo.policy warns: {text}', file=sys.stderr)
     if overlays is not None:
         # convert never touches the overlays; it checks them against the
         # rules it wrote, so that a renamed or removed rule is noticed.

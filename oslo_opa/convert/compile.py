@@ -86,6 +86,8 @@ class Conversion:
     prefix: str
     default_rule: str | None
     warnings: list[str]
+    # oslo.policy's warnings about deprecated rules (RuleTable's).
+    deprecations: list[str] = dataclasses.field(default_factory=list)
 
 
 # --- check trees ----------------------------------------------------------
@@ -476,4 +478,5 @@ def compile_table(table: RuleTable, prefix: str) -> Conversion:
         prefix=prefix,
         default_rule=table.default_rule,
         warnings=list(table.warnings) + tc.warnings,
+        deprecations=list(table.deprecations),
     )

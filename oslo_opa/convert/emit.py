@@ -106,6 +106,10 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
             for name, text in sorted(library_files().items())
         },
         'overlay_hooks': True,
+        # What oslo.policy warns about deprecated rules on loading this
+        # configuration: the opa check warns it in turn (the delegation
+        # file would silence it).
+        'deprecations': conv.deprecations,
         # The fast paths' comparisons walk lists of scalars: the embedded
         # driver may send such credentials to them.
         'fast_lists': True,

@@ -41,6 +41,8 @@ class RuleTable:
     :ivar origins: rule name to where it came from, for messages.
     :ivar scope_types: rule name to the registered scope_types, if any.
     :ivar warnings: problems worth telling the operator about.
+    :ivar deprecations: what oslo.policy warns about deprecated rules
+        when it loads the same rules, in its own words.
     """
 
     rules: dict[str, _checks.BaseCheck]
@@ -50,6 +52,7 @@ class RuleTable:
         default_factory=dict
     )
     warnings: list[str] = dataclasses.field(default_factory=list)
+    deprecations: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_strings(
@@ -257,15 +260,16 @@ def load_rule_table(
                 'enforce_new_defaults', enforce_new_defaults, 'oslo_policy'
             )
         enforcer = oslo_policy.Enforcer(conf)
-        enforcer.suppress_deprecation_warnings = True
-        enforcer.suppress_default_change_warnings = True
         try:
             enforcer.register_defaults(all_defaults)
         except oslo_policy.DuplicatePolicyError as e:
             raise ConversionError(f'registered defaults: {e}') from e
 
-        with _parser_errors() as errors, warnings.catch_warnings():
-            warnings.simplefilter('ignore')
+        with (
+            _parser_errors() as errors,
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter('always')
             try:
                 enforcer.load_rules()
             except (ValueError, TypeError) as e:
@@ -275,6 +279,7 @@ def load_rule_table(
         table = RuleTable(
             rules=dict(enforcer.rules),
             default_rule=default_rule,
+            deprecations=_deprecations(caught),
         )
         if config_file and not file_data and enforcer.policy_path is None:
             table.warnings.append(
@@ -294,6 +299,17 @@ def load_rule_table(
     if errors.messages:
         _name_parse_failures(table, enforcer)
     return table
+
+
+def _deprecations(caught: list[warnings.WarningMessage]) -> list[str]:
+    """oslo.policy's warnings about deprecated rules, each once, in its
+    words (they all start with 'Policy "<name>":')."""
+    out: list[str] = []
+    for w in caught:
+        text = str(w.message)
+        if text.startswith('Policy "') and text not in out:
+            out.append(text)
+    return out
 
 
 def _record_origins(

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +16,23 @@ from oslo_opa import inputs
 from oslo_opa.errors import OsloOpaError, PolicyLoadError
 
 LOG = logging.getLogger(__name__)
+
+# oslo.policy's deprecation warnings given in this process.
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_deprecations(manifest: Any) -> None:
+    """Warn what oslo.policy warns about deprecated rules when it loads
+    the converted configuration, as it does (``warnings.warn``, its
+    words), once per process: with the delegation file every rule counts
+    as overridden, and oslo.policy itself says nothing."""
+    texts = getattr(manifest, 'deprecations', ())
+    with _warned_lock:
+        new = [t for t in texts if t not in _warned]
+        _warned.update(new)
+    for text in new:
+        warnings.warn(text, stacklevel=2)
 
 
 class DecisionError(OsloOpaError):
@@ -226,6 +244,7 @@ class PolicyDirDriver(Driver):
                 return
             for warning in getattr(policy, 'warnings', ()):
                 LOG.warning('oslo.opa: %s', warning)
+            _warn_deprecations(policy.manifest)
             self._policy = policy
             self._stamp = current
             self._failed_stamp = None
