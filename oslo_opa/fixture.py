@@ -28,6 +28,9 @@ import fixtures
 
 from oslo_opa import check, decider, opts
 from oslo_opa import manifest as manifest_mod
+from oslo_opa.rego_enforcement import RegoEnforcement
+
+__all__ = ['RegoEnforcement', 'RegoPolicy']
 
 
 class RegoPolicy(fixtures.Fixture):
