@@ -34,6 +34,7 @@ from oslo_policy import _checks
 from oslo_policy import policy as oslo_policy
 
 from oslo_opa import decider as decider_mod
+from oslo_opa import opts
 from oslo_opa.convert import compile_table, emit
 from oslo_opa.convert.rules import RuleTable
 
@@ -167,6 +168,9 @@ class RegoEnforcement(fixtures.Fixture):
     def _delegate(self, enforcer: Any) -> None:
         """Replace enforcer's rules by delegated ones, unless they are
         already (load_rules runs on every enforce())."""
+        # So that config_fixture.config(group='oslo_opa', ...) works on
+        # the service's configuration.
+        opts.register_opts(enforcer.conf)
         rules = enforcer.rules
         if rules and all(
             type(c) is _Delegated and c.owner is self for c in rules.values()

@@ -64,6 +64,8 @@ def test_registered_defaults_decide_through_rego(tmp_path, new_defaults):
         assert got == [True, True, not new_defaults, True]
         assert rego.decisions == 4
         assert rego.differences == []
+        # The service's configuration has [oslo_opa] registered.
+        assert enforcer.conf.oslo_opa.driver == 'embedded'
     finally:
         rego.cleanUp()
 
