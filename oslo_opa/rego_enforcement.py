@@ -52,22 +52,51 @@ def _directory() -> str:
     return _workdir[0]
 
 
-def _decider_for(rules: Mapping[str, Any], default: str | None) -> Any:
+def _decider_for(
+    rules: Mapping[str, Any], default: str | None, opa_url: str | None
+) -> Any:
     """A Decider over the conversion of rules, converted once per
-    content."""
-    text = repr(sorted((n, str(c)) for n, c in rules.items())) + repr(default)
+    content: in process, or pushed to the OPA at opa_url (each table
+    under a package prefix of its own, so tables coexist there)."""
+    text = repr(sorted((n, str(c)) for n, c in rules.items()))
+    text += repr((default, opa_url))
     key = hashlib.sha256(text.encode('utf-8')).hexdigest()[:32]
     with _converted_lock:
         found = _converted.get(key)
         if found is not None:
             return found
         table = RuleTable(rules=dict(rules), default_rule=default)
-        conv = compile_table(table, 'svc')
+        conv = compile_table(table, f'svc_{key[:12]}' if opa_url else 'svc')
         out = f'{_directory()}/{key}'
         emit.write(conv, out, {}, None)
-        made = decider_mod.load(out, cache_size=0, reload_interval=0)
+        if opa_url is None:
+            made = decider_mod.load(out, cache_size=0, reload_interval=0)
+        else:
+            made = _pushed(out, opa_url)
         _converted[key] = made
         return made
+
+
+def _pushed(directory: str, opa_url: str) -> Any:
+    """directory pushed to the OPA at opa_url, and a Decider asking it."""
+    from oslo_opa import opa_push
+    from oslo_opa.drivers.transport import Transport
+
+    client = Transport(
+        opa_url, connect_timeout=5.0, read_timeout=60.0, max_connections=1
+    )
+    try:
+        opa_push.push(directory, client, validate=False)
+    finally:
+        client.close()
+    return decider_mod.load(
+        directory,
+        driver='http',
+        opa_url=opa_url,
+        opa_warm_up=False,
+        cache_size=0,
+        reload_interval=0,
+    )
 
 
 class _Originals:
@@ -119,14 +148,20 @@ class RegoEnforcement(fixtures.Fixture):
 
     :param shadow: also decide with oslo.policy, and fail the test at
         cleanup on any difference.
+    :param opa_url: decide with the OPA there (``http://host:port`` or
+        ``unix:///path``), each converted table pushed to it through its
+        Policy API; by default, in process (the embedded driver).
     :ivar decisions: decisions made by Rego so far.
     :ivar differences: (rule, Rego's decision, oslo.policy's) where they
         differed, in shadow mode.
     """
 
-    def __init__(self, shadow: bool = False) -> None:
+    def __init__(
+        self, shadow: bool = False, opa_url: str | None = None
+    ) -> None:
         super().__init__()
         self.shadow = shadow
+        self.opa_url = opa_url
         self.decisions = 0
         self.differences: list[tuple[str, bool, bool]] = []
 
@@ -179,7 +214,7 @@ class RegoEnforcement(fixtures.Fixture):
         originals = _originals(rules)
         if not originals:
             return
-        decider = _decider_for(originals, rules.default_rule)
+        decider = _decider_for(originals, rules.default_rule, self.opa_url)
         delegated = {
             name: _Delegated(self, decider, name, check)
             for name, check in originals.items()
