@@ -122,16 +122,11 @@ def test_without_the_fixture_nothing_changes(tmp_path):
     )
 
 
-@pytest.mark.parametrize('service', ['nova', 'keystone'])
-def test_a_real_service_decides_as_oslo_policy(tmp_path, service):
-    """A corpus service's registered defaults, every rule, asked by
-    ordinary personas with RequestContexts: every decision from Rego,
-    none different from oslo.policy's."""
+def personas() -> list:
+    """Ordinary callers, as RequestContexts."""
     from oslo_context import context
 
-    from tests import corpus
-
-    personas = [
+    return [
         context.RequestContext(user_id='u1', roles=roles, **extra)
         for roles, extra in (
             (['reader'], {'project_id': 'p1'}),
@@ -141,26 +136,44 @@ def test_a_real_service_decides_as_oslo_policy(tmp_path, service):
         )
     ]
 
-    def outcomes(tmp):
-        conf = cfg.ConfigOpts()
-        conf(args=[], default_config_files=[])
-        enforcer = oslo_policy.Enforcer(conf, policy_file=tmp)
-        conf.set_override('policy_dirs', [], 'oslo_policy')
-        enforcer.suppress_deprecation_warnings = True
-        enforcer.suppress_default_change_warnings = True
-        enforcer.register_defaults(corpus.defaults(service))
-        out = []
-        for name in sorted(enforcer.registered_rules):
-            for creds in personas:
-                target = {'project_id': 'p1', 'user_id': 'u1'}
-                out.append(bool(enforcer.enforce(name, target, creds)))
-        return out
 
-    native = outcomes(str(tmp_path / 'none.yaml'))
+def outcomes(service, path, callers, extra_rules=None) -> list[bool]:
+    """Every registered rule of a corpus service, asked by each caller,
+    through an Enforcer as a service builds it (extra_rules: then
+    set_rules() with them)."""
+    from tests import corpus
+
+    conf = cfg.ConfigOpts()
+    conf(args=[], default_config_files=[])
+    enforcer = oslo_policy.Enforcer(conf, policy_file=path)
+    conf.set_override('policy_dirs', [], 'oslo_policy')
+    enforcer.suppress_deprecation_warnings = True
+    enforcer.suppress_default_change_warnings = True
+    enforcer.register_defaults(corpus.defaults(service))
+    enforcer.load_rules()
+    if extra_rules:
+        enforcer.set_rules(
+            oslo_policy.Rules.from_dict(extra_rules), overwrite=False
+        )
+    target = {'project_id': 'p1', 'user_id': 'u1'}
+    return [
+        bool(enforcer.enforce(name, target, creds))
+        for name in sorted(enforcer.registered_rules)
+        for creds in callers
+    ]
+
+
+@pytest.mark.parametrize('service', ['nova', 'keystone'])
+def test_a_real_service_decides_as_oslo_policy(tmp_path, service):
+    """A corpus service's registered defaults, every rule, asked by
+    ordinary personas with RequestContexts: every decision from Rego,
+    none different from oslo.policy's."""
+    path = str(tmp_path / 'none.yaml')
+    native = outcomes(service, path, personas())
     rego = fixture.RegoEnforcement(shadow=True)
     rego.setUp()
     try:
-        delegated = outcomes(str(tmp_path / 'none.yaml'))
+        delegated = outcomes(service, path, personas())
     finally:
         rego.cleanUp()
     # Test by test the same outcomes; every rule evaluated came from
