@@ -202,9 +202,11 @@ class Bundler:
         # Their paths, split, for the rules that have any.
         self.dotted_paths = {
             name: tuple(
-                tuple(p.split('.'))
-                for r in self.manifest.closure(name)
-                for p in self.manifest.rules[r].dotted_paths
+                dict.fromkeys(
+                    tuple(p.split('.'))
+                    for r in self.manifest.closure(name)
+                    for p in self.manifest.rules[r].dotted_paths
+                )
             )
             for name, keys in self.dotted.items()
             if keys
@@ -260,6 +262,17 @@ class Bundler:
             name: self.aliased(name)
             for name in self.manifest.rules
             if self.fast_library[name] is not None
+        }
+        # input_profile.fast_profile's arguments after the input, per rule
+        # with a fast path: looked up once per decision.
+        self.profile_args = {
+            name: (
+                self.fast_lists,
+                self.fast_raising_roles,
+                self.dotted[name],
+                self.dotted_paths.get(name, ()),
+            )
+            for name in self.alias
         }
 
     def _dotted(self, rule: str) -> frozenset[str]:

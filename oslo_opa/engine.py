@@ -331,17 +331,8 @@ class RegoPolicy(OverlaidPolicy):
             if keys is not None:
                 input_doc = inputs.project(input_doc, keys)
         path = self.manifest.rules[rule].path
-        profile = (
-            fast_profile(
-                input_doc,
-                self._b.fast_lists,
-                self._b.fast_raising_roles,
-                self._b.dotted[rule],
-                self._b.dotted_paths.get(rule, ()),
-            )
-            if self._b.fast_library[rule] is not None
-            else None
-        )
+        args = self._b.profile_args.get(rule)
+        profile = fast_profile(input_doc, *args) if args is not None else None
         if profile is not None:
             # lib.tidy holds (decided here, once, not in Rego per rule):
             # the fast bundle decides, unless some check could still

@@ -109,7 +109,8 @@ def fast_profile(
     dotted: frozenset[str] = frozenset(),
     paths: tuple[tuple[str, ...], ...] = (),
 ) -> tuple[int, tuple | None, Mapping[str, Any], bool] | None:
-    """What the fast path needs to know of a decision's input, in one pass.
+    """What the fast path needs to know of a decision's input: one pass
+    over it (and, for an input that is not plain, one more to tell ASCII).
 
     None when the fast path cannot decide it: roles are not a list of
     strings (once a string or a dict of them is sent as the list of
@@ -212,16 +213,19 @@ def fast_profile(
     creds = doc['credentials']
     if folded:
         creds = {**creds, **folded}
-    if simple:
+    if roles_raise:
+        variant = RAISING
+    elif simple:
         variant = LOWER if lower else SIMPLE
     elif all_ascii(creds) and all_ascii(doc['target']):
         variant = ASCII
     else:
         variant = FULL
-    if roles_raise:
-        variant = RAISING
     walked = bool(paths) and all(_clean_walk(creds, p) for p in paths)
-    return variant, tuple(key) if keyed else None, creds, walked
+    # walked depends on the rule's paths as well as on the document: it
+    # is part of what the key stands for (the engine reuses a converted
+    # document for every rule sent an equal key).
+    return variant, (*key, walked) if keyed else None, creds, walked
 
 
 def _clean_walk(creds: Mapping[str, Any], path: tuple[str, ...]) -> bool:

@@ -136,6 +136,12 @@ def test_converted_inputs_are_reused_only_for_equal_documents(tmp_path):
         for v in (True, 1, '1', 'True', None)
     }
     assert len(keys) == 5 and None not in keys
+    # Whether the rule's dotted walks were checked (input.walked) is part
+    # of the converted document, so of its key: rules differ in paths.
+    doc = {'credentials': {'is_admin': True}, 'target': {}}
+    walked = input_profile.fast_profile(doc, paths=(('token', 'id'),))
+    assert walked[3] is True
+    assert walked[1] != input_profile.fast_profile(doc)[1]
 
     def decide(rule, value):
         doc = {'credentials': {'is_admin': value}, 'target': {}, 'rule': rule}
