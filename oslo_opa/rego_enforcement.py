@@ -115,12 +115,19 @@ class _Delegated(_checks.BaseCheck):
     """A rule whose decision comes from the converted Rego."""
 
     def __init__(
-        self, owner: RegoEnforcement, decider: Any, rule: str, original: Any
+        self,
+        owner: RegoEnforcement,
+        decider: Any,
+        rule: str,
+        original: Any,
+        native: Any,
     ) -> None:
         self.owner = owner
         self.decider = decider
         self.rule = rule
         self.original = original
+        # The table's original rules (oslo_policy.Rules), shared.
+        self.native = native
 
     def __str__(self) -> str:
         return str(self.original)
@@ -203,20 +210,22 @@ class RegoEnforcement(fixtures.Fixture):
     def _delegate(self, enforcer: Any) -> None:
         """Replace enforcer's rules by delegated ones, unless they are
         already (load_rules runs on every enforce())."""
-        # So that config_fixture.config(group='oslo_opa', ...) works on
-        # the service's configuration.
-        opts.register_opts(enforcer.conf)
         rules = enforcer.rules
         if rules and all(
             type(c) is _Delegated and c.owner is self for c in rules.values()
         ):
             return
+        # So that config_fixture.config(group='oslo_opa', ...) works on
+        # the service's configuration.
+        opts.register_opts(enforcer.conf)
         originals = _originals(rules)
         if not originals:
             return
         decider = _decider_for(originals, rules.default_rule, self.opa_url)
+        # What oslo.policy evaluates, for shadow comparisons: built once.
+        native = oslo_policy.Rules(originals, rules.default_rule)
         delegated = {
-            name: _Delegated(self, decider, name, check)
+            name: _Delegated(self, decider, name, check, native)
             for name, check in originals.items()
         }
         enforcer.rules = oslo_policy.Rules(delegated, rules.default_rule)
@@ -229,16 +238,13 @@ class RegoEnforcement(fixtures.Fixture):
         enforcer: Any,
         allowed: bool,
     ) -> None:
-        rules = oslo_policy.Rules(
-            _originals(enforcer.rules), enforcer.rules.default_rule
-        )
         try:
             native = bool(
                 _checks._check(
                     check.original,
                     dict(target),
                     dict(creds),
-                    _Originals(enforcer, rules),
+                    _Originals(enforcer, check.native),
                     check.rule,
                 )
             )
