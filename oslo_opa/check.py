@@ -112,7 +112,13 @@ class OpaCheck(_checks.Check):
         enforcer: Any,
         current_rule: str | None = None,
     ) -> bool:
-        return decider_for(enforcer.conf).decide(self.rule, target, creds)
+        decider = decider_for(enforcer.conf)
+        if decider.shadow is None:
+            return decider.decide(self.rule, target, creds)
+        # mode = shadow: oslo.policy decides, Rego is compared aside.
+        return decider.shadow.check(
+            self.rule, target, creds, enforcer, current_rule
+        )
 
 
 # oslo.policy calls inspect.getfullargspec(check.__call__) on every

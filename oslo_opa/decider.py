@@ -27,10 +27,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oslo_opa import inputs
+from oslo_opa import inputs, notes
 from oslo_opa import manifest as manifest_mod
 from oslo_opa.drivers import DecisionError, Driver, Settings, load_driver
 from oslo_opa.errors import PolicyLoadError
+from oslo_opa.logs.events import Decision
 
 LOG = logging.getLogger(__name__)
 
@@ -117,6 +118,9 @@ class Decider:
         that decides when ``driver`` fails (None: deny).
     :param overlays: overlays are configured; the oslo.policy
         fallback cannot apply them, so with them it denies.
+    :param log: where each decision goes as an event in OPA's format
+        (:class:`oslo_opa.logs.events.DecisionLog`), or None.
+    :param driver_name: the driver's name, for decision events.
     """
 
     def __init__(
@@ -129,6 +133,8 @@ class Decider:
         rego_path: str | None = None,
         fallback_driver: Driver | None = None,
         overlays: bool = False,
+        log: Any = None,
+        driver_name: str = '',
     ) -> None:
         if failure_mode not in FAILURE_MODES:
             raise ValueError(f'failure_mode must be one of {FAILURE_MODES}')
@@ -144,6 +150,13 @@ class Decider:
         self.rego_path = rego_path
         self.fallback_driver = fallback_driver
         self.overlays = overlays
+        self.log = log
+        self.driver_name = driver_name
+        # Whether decisions are recorded (the log, metrics): one test on
+        # the hot path when they are not.
+        self.observed = log is not None
+        # mode = shadow: the opa check's Shadow (see oslo_opa.shadow).
+        self.shadow: Any = None
 
     def decide(self, rule: str, target: Mapping[str, Any], creds: Any) -> bool:
         """Whether creds may do rule on target (never raises)."""
@@ -159,13 +172,78 @@ class Decider:
             if key is not None:
                 hit = self.cache.get(key)
                 if hit is not None:
+                    if self.observed:
+                        self.observe(rule, doc, hit, 'cache')
                     return hit
+            if self.observed:
+                started = time.perf_counter_ns()
             outcome = driver.decide(rule, doc)
         except DecisionError as e:
             return self._failed(rule, target, creds_dict, str(e))
         if key is not None:
             self.cache.put(key, outcome)
+        if self.observed:
+            took = time.perf_counter_ns() - started
+            self.observe(rule, doc, outcome, None, took)
         return bool(outcome)
+
+    def ask(
+        self, rule: str, target: Mapping[str, Any], creds_dict: dict
+    ) -> tuple[bool | None, Any, str]:
+        """(Rego's decision or None, the input it read, the error or
+        ''), without the cache or the failure mode: what shadow mode
+        compares.  Its route is left in :mod:`oslo_opa.notes`."""
+        driver = self.driver
+        if driver is None:
+            return None, None, self.driver_error or 'no driver'
+        doc = None
+        try:
+            doc = driver.input_for(rule, creds_dict, target)
+            return bool(driver.decide(rule, doc)), doc, ''
+        except DecisionError as e:
+            return None, doc, str(e)
+
+    def observe(
+        self,
+        rule: str,
+        doc: Any,
+        result: bool,
+        route: str | None,
+        eval_ns: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a decision made (in the decision log); route None:
+        the driver's, from :mod:`oslo_opa.notes`."""
+        decision_id = None
+        if route is None:
+            route, decision_id = notes.take()
+        log = self.log
+        if log is not None:
+            log.record(
+                Decision(
+                    rule,
+                    self._path(rule),
+                    doc,
+                    bool(result),
+                    time.time_ns(),
+                    eval_ns,
+                    self.driver_name,
+                    route,
+                    decision_id,
+                    extra,
+                )
+            )
+
+    def revision(self) -> str:
+        """The content revision of the conversion in force ('' if none
+        is loaded, or it predates revisions)."""
+        manifest = self._manifest()
+        return manifest.revision if manifest is not None else ''
+
+    def _path(self, rule: str) -> str | None:
+        manifest = self._manifest()
+        entry = manifest.rules.get(rule) if manifest is not None else None
+        return entry.path if entry is not None else None
 
     def _cache_key(self, driver: Driver, doc: Mapping[str, Any]) -> Any:
         """The cache key for doc under driver's policy, or None."""
@@ -208,6 +286,8 @@ class Decider:
                 hit = cache.get(key)
                 if hit is not None:
                     results[i] = hit
+                    if self.observed:
+                        self.observe(rule, doc, hit, 'cache')
                     continue
             pending.append((i, rule, doc, key))
         if pending:
@@ -224,7 +304,7 @@ class Decider:
                 where.append(same[twin])
             answers = driver.decide_many(unique)
             decided = [answers[n] for n in where]
-            for (i, rule, _doc, key), outcome in zip(
+            for (i, rule, doc, key), outcome in zip(
                 pending, decided, strict=True
             ):
                 if isinstance(outcome, DecisionError):
@@ -236,6 +316,8 @@ class Decider:
                 results[i] = outcome
                 if key is not None:
                     cache.put(key, outcome)
+                if self.observed:
+                    self.observe(rule, doc, outcome, 'batch')
         return [bool(r) for r in results]
 
     def _failed(
@@ -249,6 +331,30 @@ class Decider:
         prefix = f'rule {rule!r}: '
         if why and why.startswith(prefix):
             why = why[len(prefix) :]
+        allowed, by = self._fail_over(rule, target, creds, why)
+        if self.observed:
+            try:
+                doc = inputs.document(creds, target, rule)
+            except inputs.UnrepresentableInput:
+                doc = None
+            self.observe(
+                rule,
+                doc,
+                allowed,
+                'fallback' if by != 'deny' else 'error',
+                extra={'fallback': by, 'error': why},
+            )
+        return allowed
+
+    def _fail_over(
+        self,
+        rule: str,
+        target: Mapping[str, Any],
+        creds: dict[str, Any],
+        why: str | None,
+    ) -> tuple[bool, str]:
+        """The failure mode's decision, and what made it: ``embedded``,
+        ``oslo.policy`` or ``deny``."""
         if self.failure_mode == 'embedded':
             second = self.fallback_driver
             if second is not None and second is not self.driver:
@@ -264,7 +370,7 @@ class Decider:
                         rule,
                         why,
                     )
-                    return allowed
+                    return allowed, 'embedded'
         if self.failure_mode == 'fallback' and self.overlays:
             # A check string alone would ignore a deny: fail closed.
             why = f'{why}; overlays are configured, which the fallback '
@@ -278,9 +384,9 @@ class Decider:
                     rule,
                     why,
                 )
-                return fallback.decide(rule, target, creds)
+                return fallback.decide(rule, target, creds), 'oslo.policy'
         LOG.warning('oslo.opa: rule %r: %s; denying', rule, why)
-        return False
+        return False, 'deny'
 
     def _manifest(self) -> Any:
         """The manifest in force: the driver's, or rego_path's own."""
@@ -319,6 +425,10 @@ class Decider:
         return self._fallback[1]
 
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
+        if self.log is not None:
+            self.log.close()
         if self.driver is not None:
             self.driver.close()
         if (
@@ -338,6 +448,7 @@ def load(
     cache_ttl: float = 30.0,
     reload_interval: float = 5.0,
     strict_builtin_errors: bool = True,
+    log: Any = None,
     **options: Any,
 ) -> Decider:
     """A Decider for a converted directory (or an OPA, with options).
@@ -349,7 +460,8 @@ def load(
     (or falls back) on every decision rather than raising.  options are
     the driver's own settings (``opa_url=...`` for the http driver).
     With ``failure_mode='embedded'`` and another driver, the embedded
-    driver is started too, on the same rego_path and data_path.
+    driver is started too, on the same rego_path and data_path.  log
+    receives every decision (see :mod:`oslo_opa.logs`).
     """
     settings = Settings(
         rego_path=rego_path,
@@ -387,16 +499,18 @@ def load(
         rego_path=rego_path,
         fallback_driver=fallback,
         overlays=bool(overlay_path),
+        log=log,
+        driver_name=driver,
     )
 
 
 def from_conf(conf: Any) -> Decider:
     """A Decider configured by a ConfigOpts' ``[oslo_opa]`` group."""
-    from oslo_opa import opts
+    from oslo_opa import logs, opts, shadow
 
     opts.register_opts(conf)
     group = conf.oslo_opa
-    return load(
+    made = load(
         rego_path=group.rego_path,
         data_path=group.data_path,
         overlay_path=group.overlay_path,
@@ -406,5 +520,11 @@ def from_conf(conf: Any) -> Decider:
         cache_ttl=group.cache_ttl,
         reload_interval=group.reload_interval,
         strict_builtin_errors=group.strict_builtin_errors,
+        log=logs.from_conf(group, getattr(conf, 'project', None)),
         **{name: group[name] for name in opts.HTTP_OPTION_NAMES},
     )
+    if made.log is not None:
+        made.log.revision = made.revision
+    if group.mode == 'shadow':
+        made.shadow = shadow.Shadow(made, group.shadow_queue_size)
+    return made

@@ -38,7 +38,7 @@ from typing import Any
 
 import regopy
 
-from oslo_opa import bundler, inputs, overlay, regofast
+from oslo_opa import bundler, inputs, notes, overlay, regofast
 from oslo_opa import manifest as manifest_mod
 from oslo_opa.engine_overlays import EvaluationError, OverlaidPolicy
 from oslo_opa.input_profile import (
@@ -326,6 +326,7 @@ class RegoPolicy(OverlaidPolicy):
         if rule in self._touched:
             outcome = self._overlaid(rule, input_doc)
             if outcome is not None:
+                notes.last.route = 'overlay'
                 return outcome
             keys = self._own_keys(rule)
             if keys is not None:
@@ -357,14 +358,14 @@ class RegoPolicy(OverlaidPolicy):
                 doc,
                 profile[1],
             )
-            if ok and text == _TRUE:
-                return True
-            if ok and text == _FALSE:
-                return False
+            if ok and (text == _TRUE or text == _FALSE):
+                notes.last.route = 'fast'
+                return text == _TRUE
             if not (ok and text == _MAYBE):
                 raise EvaluationError(
                     f'rule {rule!r}: the fast path gave no decision'
                 )
+        notes.last.route = 'full'
         return self._answer(rule, *self._full_query(rule, path, input_doc))
 
     def _answer(self, rule: str, ok: bool, text: str) -> bool:

@@ -63,6 +63,9 @@ class Manifest:
     # {"regopy": version, "fast": {"<digest>/<variant>": {"file",
     # "sha256"}}}.
     prebuilt: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The conversion's content revision (decision logs, metrics); empty
+    # for conversions older than it.
+    revision: str = ''
 
     def rule_for_match(self, match: str) -> RuleEntry | None:
         """The rule an ``opa:<match>`` check names, if any."""
@@ -156,6 +159,7 @@ def parse(doc: Any, directory: str) -> Manifest:
             ),
             library_sha256=dict(doc.get('library_sha256') or {}),
             prebuilt=dict(doc.get('prebuilt') or {}),
+            revision=str(doc.get('revision') or ''),
         )
     except (KeyError, TypeError, AttributeError) as e:
         raise PolicyLoadError(

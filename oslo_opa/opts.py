@@ -196,8 +196,86 @@ _http_options = [
     ),
 ]
 
+# Rolling out: shadow mode and decision logs (oslo_opa.shadow,
+# oslo_opa.logs).
+_rollout_options = [
+    cfg.StrOpt(
+        'mode',
+        default='enforce',
+        choices=[
+            ('enforce', 'The opa check decides with the converted Rego.'),
+            (
+                'shadow',
+                "The opa check decides with the rule's original oslo.policy "
+                'check string (from the manifest), exactly as oslo.policy '
+                'would without oslo.opa; the Rego decision for the same '
+                'input is made in a background thread and compared, and a '
+                'difference is logged and counted.',
+            ),
+        ],
+        help='Whether the converted Rego decides (enforce), or only runs '
+        'beside oslo.policy to show where it would decide otherwise '
+        '(shadow). Decisions made through the Python API are always '
+        "Rego's.",
+    ),
+    cfg.IntOpt(
+        'shadow_queue_size',
+        default=10000,
+        min=1,
+        help='mode = shadow: decisions waiting for their Rego comparison. '
+        'When the queue is full a decision is not compared (counted as '
+        'dropped); a request never waits.',
+    ),
+    cfg.StrOpt(
+        'decision_log_file',
+        help="Write every decision as one JSON line, an event in OPA's "
+        'decision-log format, to this file (rotated by size). Unset: off.',
+    ),
+    cfg.IntOpt(
+        'decision_log_max_bytes',
+        default=100 * 1024 * 1024,
+        min=1024,
+        help='decision_log_file: its size at which it is rotated.',
+    ),
+    cfg.IntOpt(
+        'decision_log_backups',
+        default=5,
+        min=0,
+        help='decision_log_file: rotated files kept (FILE.1 ... FILE.N).',
+    ),
+    cfg.StrOpt(
+        'decision_log_url',
+        help='Send decision events to a decision-log service, as OPA does: '
+        'gzipped JSON arrays POSTed to <url>/logs in batches, with retries. '
+        'A collector that is down never slows or fails a decision: events '
+        'beyond decision_log_buffer are dropped and counted. Unset: off.',
+    ),
+    cfg.IntOpt(
+        'decision_log_buffer',
+        default=10000,
+        min=1,
+        help='Decision events held in memory waiting for a sink.',
+    ),
+    cfg.ListOpt(
+        'decision_log_mask',
+        default=[],
+        help='JSON pointers erased from every decision event, in the style '
+        "of OPA's system.log.mask, for example "
+        '/input/credentials/user_id or /input/target/owner. Tokens, '
+        'passwords and secrets (any key naming one, at any depth of the '
+        'input) are always erased.',
+    ),
+    cfg.BoolOpt(
+        'decision_log_explain',
+        default=False,
+        help='Add the failing checks of a denied decision to its event '
+        '(an explanation per denial: it costs).',
+    ),
+]
+
 HTTP_OPTION_NAMES = tuple(o.dest for o in _http_options)
-_options = _options + _http_options
+ROLLOUT_OPTION_NAMES = tuple(o.dest for o in _rollout_options)
+_options = _options + _http_options + _rollout_options
 OPTION_NAMES = tuple(o.dest for o in _options)
 
 

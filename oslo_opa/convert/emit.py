@@ -94,17 +94,20 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
             'fast_entry': rule.fast_entry,
             'scope_types': scope_types.get(name),
         }
+    library_sha256 = {
+        name: module_digest(text)
+        for name, text in sorted(library_files().items())
+    }
     return {
         'version': MANIFEST_VERSION,
         'package_prefix': conv.prefix,
+        # Names this conversion's content in decision logs and metrics.
+        'revision': content_revision(conv.prefix, rules, library_sha256),
         'default_rule': conv.default_rule,
         'library': sorted(library_files()),
         # What the library files held when written: a loader trusts the
         # files that still match and compiles only the others.
-        'library_sha256': {
-            name: module_digest(text)
-            for name, text in sorted(library_files().items())
-        },
+        'library_sha256': library_sha256,
         'overlay_hooks': True,
         # What oslo.policy warns about deprecated rules on loading this
         # configuration: the opa check warns it in turn (the delegation
@@ -117,6 +120,21 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
         'fast_raising_roles': True,
         'rules': rules,
     }
+
+
+def content_revision(
+    prefix: str, rules: dict[str, dict], library_sha256: dict[str, str]
+) -> str:
+    """``<prefix>-<16 hex digits>``: the same for the same conversion
+    (rules, check strings, modules and library), different otherwise."""
+    digest = hashlib.sha256()
+    for name in sorted(rules):
+        entry = rules[name]
+        for part in (name, entry['sha256'], entry['fast_sha256']):
+            digest.update(part.encode('utf-8') + b'\0')
+    for name in sorted(library_sha256):
+        digest.update(f'{name}\0{library_sha256[name]}\0'.encode())
+    return f'{prefix}-{digest.hexdigest()[:16]}'
 
 
 def delegation_policy(conv: Conversion) -> str:

@@ -42,7 +42,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oslo_opa import batch, inputs, overlay
+from oslo_opa import batch, inputs, notes, overlay
 from oslo_opa.drivers.base import DecisionError, PolicyDirDriver, Settings
 from oslo_opa.drivers.transport import Transport, TransportError
 from oslo_opa.drivers.upkeep import Upkeep
@@ -183,6 +183,8 @@ class HttpDriver(Upkeep, PolicyDirDriver):
         decision_id = None
         if result is None:
             result, decision_id = _decision(rule, entry.path, status, data)
+        notes.last.route = 'remote'
+        notes.last.decision_id = decision_id
         if LOG.isEnabledFor(logging.DEBUG):
             LOG.debug(
                 'oslo.opa: rule %r: %s from OPA in %.2f ms (decision_id %s)',
