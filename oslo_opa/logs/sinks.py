@@ -39,18 +39,21 @@ class FileSink:
         self._file: Any = None
 
     def write(self, events: Sequence[dict[str, Any]]) -> None:
-        text = ''.join(dumps(e) + '\n' for e in events).encode('utf-8')
         with self._lock:
-            if self._file is None:
-                # 0o600: events hold who did what, if not secrets.
-                fd = os.open(
-                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-                )
-                self._file = os.fdopen(fd, 'ab')
-            self._file.write(text)
-            self._file.flush()
-            if self._file.tell() >= self.max_bytes:
-                self._rotate()
+            for event in events:
+                if self._file is None:
+                    # 0o600: events say who did what, if not secrets.
+                    fd = os.open(
+                        self.path,
+                        os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                        0o600,
+                    )
+                    self._file = os.fdopen(fd, 'ab')
+                self._file.write(dumps(event).encode('utf-8') + b'\n')
+                if self._file.tell() >= self.max_bytes:
+                    self._rotate()
+            if self._file is not None:
+                self._file.flush()
 
     def _rotate(self) -> None:
         self._file.close()
