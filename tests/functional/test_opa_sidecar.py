@@ -79,12 +79,14 @@ class Opa:
         tls=None,
         mtls=False,
         port=None,
+        extra_args=(),
     ):
         self.opa_bin = opa_bin
         self.workdir = str(workdir)
         self.bundles = list(bundles)
         self.tls = tls
         self.mtls = mtls
+        self.extra_args = list(extra_args)
         if unix:
             self.socket_path = os.path.join(self.workdir, 'opa.sock')
             self.addr = f'unix://{self.socket_path}'
@@ -159,6 +161,7 @@ class Opa:
                     '--authentication',
                     'tls',
                 ]
+        cmd += self.extra_args
         if self.bundles:
             cmd += ['--bundle', *self.bundles]
         with open(self.log, 'ab') as log:
