@@ -1,18 +1,13 @@
 """Prometheus metrics of decisions, drivers and reloads (prometheus_client).
 
-``[oslo_opa] metrics`` chooses: ``off`` (nothing recorded, every call
-below returns at once), ``registry`` (prometheus_client's default
-``REGISTRY``, or in its multiprocess mode the files under
-``PROMETHEUS_MULTIPROC_DIR``, for the service's own exporter) or
-``serve`` (also prometheus_client's HTTP exporter on ``metrics_listen``,
-started once per process).  The names are in doc/operators.rst.
-
-Labels are rule names, driver names, outcomes and revisions: never a
-target's or a caller's values.  Recording never raises into a decision.
-This is the only module that imports prometheus_client, and only once
-metrics are turned on: its multiprocess mode is chosen when it is
-imported, so a service that sets ``PROMETHEUS_MULTIPROC_DIR`` at start-up
-is followed.
+``[oslo_opa] metrics``: ``off`` (every call below returns at once),
+``registry`` (prometheus_client's default ``REGISTRY``, or in its
+multiprocess mode the files under ``PROMETHEUS_MULTIPROC_DIR``, for the
+service's exporter) or ``serve`` (also its HTTP exporter on
+``metrics_listen``, once per process).  Names: doc/operators.rst.  Labels
+never carry input values; recording never raises into a decision.
+prometheus_client is imported here only, once metrics are on: it picks
+its multiprocess mode at import, after the service set it up.
 """
 
 from __future__ import annotations
@@ -47,8 +42,7 @@ _server: Any = None
 _complained = False
 
 
-# attribute: kind, name after oslo_opa_ (counters get _total), labels,
-# help.  Listed in doc/operators.rst.
+# attribute: kind, name after oslo_opa_ (counters get _total), labels, help
 # fmt: off
 _SPECS = {
     'decisions': ('counter', 'decisions', 'rule result driver path',
