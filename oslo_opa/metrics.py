@@ -307,8 +307,11 @@ def driver_label(driver: Any) -> str:
 
 
 def revision_of(policy: Any) -> str:
-    """A digest of what a loaded policy decides with: its Rego modules,
-    overlays and data (``<package prefix>-<16 hex digits>``)."""
+    """The revision of a loaded policy: its conversion's (manifest.json,
+    as in decision logs), or for a conversion older than those, a digest
+    of its Rego modules, overlays and data."""
+    if policy.manifest.revision:
+        return policy.manifest.revision
     digest = hashlib.sha256()
     for name, text in sorted(getattr(policy, 'modules', {}).items()):
         digest.update(f'{name}\0{text}\0'.encode())
@@ -316,8 +319,7 @@ def revision_of(policy: Any) -> str:
     for name, text in sorted(getattr(overlays, 'files', {}).items()):
         digest.update(f'overlay:{name}\0{text}\0'.encode())
     digest.update(str(getattr(policy, 'data_json', '')).encode())
-    prefix = policy.manifest.package_prefix
-    return f'{prefix}-{digest.hexdigest()[:16]}'
+    return f'{policy.manifest.package_prefix}-{digest.hexdigest()[:16]}'
 
 
 def policy_loaded(driver: Any, policy: Any) -> None:
