@@ -506,10 +506,11 @@ def load(
 
 def from_conf(conf: Any) -> Decider:
     """A Decider configured by a ConfigOpts' ``[oslo_opa]`` group."""
-    from oslo_opa import logs, opts, shadow
+    from oslo_opa import logs, metrics, opts, shadow
 
     opts.register_opts(conf)
     group = conf.oslo_opa
+    metrics.configure(group.metrics, group.metrics_listen)
     made = load(
         rego_path=group.rego_path,
         data_path=group.data_path,

@@ -114,6 +114,33 @@ _options = [
         help='Make a Rego builtin error an evaluation error (a deny, or '
         'the fallback) instead of an undefined value.',
     ),
+    cfg.StrOpt(
+        'metrics',
+        default='off',
+        choices=[
+            ('off', 'Record no metrics.'),
+            (
+                'registry',
+                "Record Prometheus metrics in prometheus_client's default "
+                'registry (or, with PROMETHEUS_MULTIPROC_DIR set, its '
+                "multiprocess files), for the service's own exporter.",
+            ),
+            (
+                'serve',
+                'Record them and serve them on metrics_listen '
+                "(prometheus_client's HTTP exporter, one per process; "
+                "in multiprocess mode every worker's, summed).",
+            ),
+        ],
+        help='Prometheus metrics of decisions, fallbacks, errors, the '
+        'circuit breaker and policy reloads (oslo_opa_*, listed in the '
+        'operators guide). No metric carries input values.',
+    ),
+    cfg.StrOpt(
+        'metrics_listen',
+        default='127.0.0.1:9464',
+        help='metrics = serve: host:port the exporter listens on.',
+    ),
 ]
 
 _http_options = [

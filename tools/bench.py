@@ -56,6 +56,11 @@ Sections (all by default, or name them):
 ``batch``
     1,000 decisions of one rule: decide_many against decide, embedded
     and over http to a real OPA (``bench_batch.py``).
+``metrics``
+    A decision recorded in the Prometheus metrics against the same
+    decision not recorded, cache off and on, and the cost of one
+    recording in single-process and multiprocess mode
+    (``bench_metrics.py``).
 """
 
 from __future__ import annotations
@@ -471,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs='*',
         metavar='SECTION',
         help='convert, load, decide, startup, threads, http, overlay, '
-        'batch, inputs (default: all)',
+        'batch, inputs, metrics (default: all)',
     )
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument(
@@ -514,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         'overlay',
         'batch',
         'inputs',
+        'metrics',
     ]
     sections = args.sections or known
     unknown = set(sections) - set(known)
@@ -544,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
             bench_inputs(
                 work, args.inputs_services.split(','), args.inputs_per_rule
             )
+        if 'metrics' in sections:
+            from bench_metrics import bench_metrics
+
+            bench_metrics(work, args.requests)
         if 'overlay' in sections:
             from bench_overlays import bench_overlays
 

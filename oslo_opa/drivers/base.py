@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oslo_opa import inputs
+from oslo_opa import inputs, metrics
 from oslo_opa.errors import OsloOpaError, PolicyLoadError
 
 LOG = logging.getLogger(__name__)
@@ -225,6 +225,7 @@ class PolicyDirDriver(Driver):
                     self._next_check = 0.0
                     return
                 self._failed_stamp = current
+                metrics.reload(False, metrics.driver_label(self))
                 # Logged in full once, here; each denied decision says
                 # why in one short line.
                 self._error = (
@@ -256,6 +257,7 @@ class PolicyDirDriver(Driver):
                     self.settings.rego_path,
                     len(policy.manifest.rules),
                 )
+            metrics.policy_loaded(self, policy)
             self.loaded(policy)
         finally:
             self._reload_lock.release()

@@ -31,6 +31,7 @@ import threading
 import time
 from typing import Any
 
+from oslo_opa import metrics
 from oslo_opa.drivers.transport import TransportError
 
 # The driver's logger: operators configure one name for the driver.
@@ -71,6 +72,7 @@ class Upkeep:
         self._closed = threading.Event()
         self._warmed = threading.Event()
         self._unknown_overlays = False
+        metrics.breaker(metrics.driver_label(self), 'closed')
 
     def _not_asking(self, rule: str) -> str:
         if self._closed.is_set():
@@ -95,6 +97,8 @@ class Upkeep:
             self._probe_delay = min(
                 self._interval, FIRST_PROBE_DELAY * 2 ** (self._trips - 1)
             )
+        metrics.breaker_opened(metrics.driver_label(self))
+        metrics.breaker(metrics.driver_label(self), 'open')
         LOG.error(
             'oslo.opa: OPA at %s is not answering (%s): decisions fail '
             '(failure_mode) without asking it until it answers a probe '
@@ -172,6 +176,7 @@ class Upkeep:
                             if self._warm_up:
                                 self._warm_wanted = self._generation
                                 self._warmed.clear()
+                        metrics.breaker(metrics.driver_label(self), 'closed')
                         LOG.warning(
                             'oslo.opa: OPA at %s answers again', self.url
                         )
