@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oslo_opa import inputs, notes
+from oslo_opa import inputs, metrics, notes
 from oslo_opa import manifest as manifest_mod
 from oslo_opa.drivers import DecisionError, Driver, Settings, load_driver
 from oslo_opa.errors import PolicyLoadError
@@ -152,8 +152,8 @@ class Decider:
         self.overlays = overlays
         self.log = log
         self.driver_name = driver_name
-        # Whether decisions are recorded (the log, metrics): one test on
-        # the hot path when they are not.
+        # Whether decisions go to a log; metrics.enabled() says whether
+        # they are counted.  Neither: two cheap tests on the hot path.
         self.observed = log is not None
         # mode = shadow: the opa check's Shadow (see oslo_opa.shadow).
         self.shadow: Any = None
@@ -162,6 +162,9 @@ class Decider:
         """Whether creds may do rule on target (never raises)."""
         # decide_many for one request, without its lists: this is the
         # path every oslo.policy check takes.
+        watched = self.observed or metrics.enabled()
+        if watched:
+            started = time.perf_counter_ns()
         creds_dict = inputs.credentials_dict(creds)
         driver = self.driver
         if driver is None:
@@ -172,17 +175,16 @@ class Decider:
             if key is not None:
                 hit = self.cache.get(key)
                 if hit is not None:
-                    if self.observed:
-                        self.observe(rule, doc, hit, 'cache')
+                    if watched:
+                        took = time.perf_counter_ns() - started
+                        self.observe(rule, doc, hit, 'cache', took)
                     return hit
-            if self.observed:
-                started = time.perf_counter_ns()
             outcome = driver.decide(rule, doc)
         except DecisionError as e:
-            return self._failed(rule, target, creds_dict, str(e))
+            return self._failed(rule, target, creds_dict, str(e), True)
         if key is not None:
             self.cache.put(key, outcome)
-        if self.observed:
+        if watched:
             took = time.perf_counter_ns() - started
             self.observe(rule, doc, outcome, None, took)
         return bool(outcome)
@@ -212,11 +214,16 @@ class Decider:
         eval_ns: int | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record a decision made (in the decision log); route None:
-        the driver's, from :mod:`oslo_opa.notes`."""
+        """Record a decision made (decision log, metrics); route None:
+        the driver's, from :mod:`oslo_opa.notes`.  eval_ns: the time
+        the decision took, in nanoseconds."""
         decision_id = None
         if route is None:
             route, decision_id = notes.take()
+        if eval_ns is not None:
+            metrics.decision(
+                rule, bool(result), self.driver_name, route, eval_ns / 1e9
+            )
         log = self.log
         if log is not None:
             log.record(
@@ -279,15 +286,17 @@ class Decider:
                 # May reload the policy: read the generation after it.
                 doc = driver.input_for(rule, creds_dict, target)
             except DecisionError as e:
-                results[i] = self._failed(rule, target, creds_dict, str(e))
+                results[i] = self._failed(
+                    rule, target, creds_dict, str(e), True
+                )
                 continue
             key = self._cache_key(driver, doc)
             if key is not None:
                 hit = cache.get(key)
                 if hit is not None:
                     results[i] = hit
-                    if self.observed:
-                        self.observe(rule, doc, hit, 'cache')
+                    if self.observed or metrics.enabled():
+                        self.observe(rule, doc, hit, 'cache', 0)
                     continue
             pending.append((i, rule, doc, key))
         if pending:
@@ -310,14 +319,15 @@ class Decider:
                 if isinstance(outcome, DecisionError):
                     target = requests[i][1]
                     results[i] = self._failed(
-                        rule, target, creds_dict, str(outcome)
+                        rule, target, creds_dict, str(outcome), True
                     )
                     continue
                 results[i] = outcome
                 if key is not None:
                     cache.put(key, outcome)
-                if self.observed:
-                    self.observe(rule, doc, outcome, 'batch')
+                if self.observed or metrics.enabled():
+                    # One call decided them all: no time of its own.
+                    self.observe(rule, doc, outcome, 'batch', 0)
         return [bool(r) for r in results]
 
     def _failed(
@@ -326,13 +336,20 @@ class Decider:
         target: Mapping[str, Any],
         creds: dict[str, Any],
         why: str | None,
+        driver_failed: bool = False,
     ) -> bool:
+        """The failure mode's decision (driver_failed: the driver
+        raised, rather than there being none)."""
+        started = time.perf_counter_ns()
         # Drivers name the rule too; say it once.
         prefix = f'rule {rule!r}: '
         if why and why.startswith(prefix):
             why = why[len(prefix) :]
         allowed, by = self._fail_over(rule, target, creds, why)
-        if self.observed:
+        if driver_failed:
+            metrics.evaluation_error(rule, self.driver_name)
+        metrics.fallback(rule, by)
+        if self.observed or metrics.enabled():
             try:
                 doc = inputs.document(creds, target, rule)
             except inputs.UnrepresentableInput:
@@ -342,7 +359,8 @@ class Decider:
                 doc,
                 allowed,
                 'fallback' if by != 'deny' else 'error',
-                extra={'fallback': by, 'error': why},
+                time.perf_counter_ns() - started,
+                {'fallback': by, 'error': why},
             )
         return allowed
 

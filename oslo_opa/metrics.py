@@ -22,7 +22,16 @@ from typing import Any
 LOG = logging.getLogger(__name__)
 
 MODES = ('off', 'registry', 'serve')
-PATHS = ('fast', 'full', 'cache', 'fallback', 'error', 'remote')
+PATHS = (
+    'fast',
+    'full',
+    'cache',
+    'overlay',
+    'batch',
+    'fallback',
+    'error',
+    'remote',
+)
 # Embedded decisions take tens of microseconds, remote ones a millisecond
 # or more; a timeout is 100 ms and up.
 BUCKETS = (
@@ -183,6 +192,11 @@ def _failed() -> None:
     if not _complained:
         _complained = True
         LOG.warning('oslo.opa: recording a metric failed', exc_info=True)
+
+
+def enabled() -> bool:
+    """Whether metrics are recorded (a decision asks before timing)."""
+    return _on
 
 
 def decision(

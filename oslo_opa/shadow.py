@@ -24,7 +24,7 @@ from typing import Any
 
 from oslo_policy import _checks, _parser
 
-from oslo_opa import background, inputs, notes
+from oslo_opa import background, inputs, metrics, notes
 from oslo_opa.logs import masking
 
 LOG = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class Shadow:
 
     def _drop(self, item: tuple) -> None:
         self.dropped[item[0]] += 1
+        metrics.shadow_dropped(item[0])
 
     # --- in the background ------------------------------------------------
 
@@ -153,6 +154,7 @@ class Shadow:
             )
         elif rego != allowed:
             self.mismatches[rule] += 1
+            metrics.shadow_mismatch(rule)
             self._mismatch(rule, native, rego, doc, target, creds_dict)
         log = self.decider.log
         if log is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from oslo_opa import metrics
 from oslo_opa.errors import OsloOpaError
 from oslo_opa.logs.events import DecisionLog
 from oslo_opa.logs.masking import Mask
@@ -41,7 +42,9 @@ def from_conf(group: Any, service: str | None) -> DecisionLog | None:
     if group.decision_log_url:
         sinks.append(
             ServiceSink(
-                group.decision_log_url, buffer=group.decision_log_buffer
+                group.decision_log_url,
+                buffer=group.decision_log_buffer,
+                on_drop=lambda n: _dropped('service', n),
             )
         )
     if not sinks:
@@ -52,4 +55,10 @@ def from_conf(group: Any, service: str | None) -> DecisionLog | None:
         service or 'unknown',
         mode=group.mode,
         buffer=group.decision_log_buffer,
+        on_drop=lambda n: _dropped('queue', n),
     )
+
+
+def _dropped(sink: str, count: int) -> None:
+    for _ in range(count):
+        metrics.log_dropped(sink)
