@@ -10,7 +10,9 @@ converted directory or an overlay that does not load).  ``test`` follows
 ``opa test``: 0 every test passed, 2 one did not, 1 the tests cannot run.
 
 One module per group of subcommands: ``policy`` (convert, decide,
-verify), ``opa`` (bundle, push, status), ``rego_test`` (test).
+verify), ``opa`` (bundle, push, status), ``rego_test`` (test),
+``rollout`` (shadow-report).  ``shadow-report`` exits 1 when shadow mode
+found differences.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from oslo_opa.cli import opa, policy, rego_test
+from oslo_opa.cli import opa, policy, rego_test, rollout
 from oslo_opa.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
 from oslo_opa.errors import OsloOpaError, StrictModeError
 
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_commands(sub)
     rego_test.add_command(sub)
     opa.add_commands(sub)
+    rollout.add_commands(sub)
     return parser
 
 

@@ -19,7 +19,7 @@ import threading
 
 import pytest
 
-from oslo_opa import check, probe
+from oslo_opa import check, cli, probe
 from oslo_opa.convert import convert, load_rule_table
 from tests import corpus
 from tests.unit.test_delegation_e2e import SCOPES, enforcer, outcome
@@ -155,3 +155,39 @@ def test_enforce_mode_is_unchanged(keystone):
     enf.enforce('identity:get_project', {}, {'roles': ['admin']})
     decider = check.decider_for(enf.conf)
     assert decider.shadow is None
+
+
+def test_shadow_report_lists_the_changed_rule(tmp_path, keystone, capsys):
+    out = str(tmp_path / 'keystone')
+    shutil.copytree(keystone, out)
+    _flip(out, CHANGED)
+    log = str(tmp_path / 'decisions.log')
+    original = enforcer(corpus.policy_file('keystone'), 'keystone')
+    shadowed = shadow_enforcer(out, 'keystone', decision_log_file=log)
+    table = load_rule_table(policy_files=[corpus.policy_file('keystone')])
+    run_both(original, shadowed, table, 'report', 2)
+    decider = check.decider_for(shadowed.conf)
+    assert decider.shadow.flush(60) and decider.log.flush(10)
+    assert cli.main(['shadow-report', log, '--format', 'json']) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [r['rule'] for r in report['rules']] == [CHANGED]
+    (found,) = report['rules']
+    assert found['mismatches'] == decider.shadow.mismatches[CHANGED]
+    assert found['kinds'] == {'deny -> allow': found['mismatches']}
+    assert found['example']['input']['rule'] == CHANGED
+    assert report['shadow_events'] == decider.shadow.compared
+    # The text form names the rule and shows the example.
+    assert cli.main(['shadow-report', log]) == 1
+    text = capsys.readouterr().out
+    assert CHANGED in text and 'for example' in text
+
+
+def test_shadow_report_without_differences_and_on_bad_files(tmp_path, capsys):
+    log = tmp_path / 'decisions.log'
+    event = {'oslo_opa': {'rule': 'r', 'shadow': {'match': True, 'rego': 1}}}
+    log.write_text(json.dumps(event) + '\nnot json\n')
+    assert cli.main(['shadow-report', str(log)]) == 0
+    assert '0 differed' in capsys.readouterr().out
+    assert cli.main(['shadow-report', str(tmp_path / 'absent.log')]) == 2
+    err = capsys.readouterr().err
+    assert 'absent.log' in err and 'Traceback' not in err
