@@ -61,6 +61,10 @@ Sections (all by default, or name them):
     decision not recorded, cache off and on, and the cost of one
     recording in single-process and multiprocess mode
     (``bench_metrics.py``).
+``rollout``
+    What rolling out costs a request: shadow mode, decision logs to a
+    file and to a decision-log service, metrics, each against native
+    oslo.policy in the same run (``bench_rollout.py``).
 """
 
 from __future__ import annotations
@@ -504,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
         help='generated inputs per rule in the inputs section',
     )
     parser.add_argument(
+        '--rollout-services',
+        default='keystone,nova',
+        help='services for the rollout section',
+    )
+    parser.add_argument(
         '--http-services',
         default='placement,nova',
         help='services for the http section',
@@ -520,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         'batch',
         'inputs',
         'metrics',
+        'rollout',
     ]
     sections = args.sections or known
     unknown = set(sections) - set(known)
@@ -554,6 +564,12 @@ def main(argv: list[str] | None = None) -> int:
             from bench_metrics import bench_metrics
 
             bench_metrics(work, args.requests)
+        if 'rollout' in sections:
+            from bench_rollout import bench_rollout
+
+            bench_rollout(
+                work, args.rollout_services.split(','), args.requests
+            )
         if 'overlay' in sections:
             from bench_overlays import bench_overlays
 
