@@ -226,6 +226,11 @@ class Decider:
             )
         log = self.log
         if log is not None:
+            if route == 'overlay':
+                reasons = getattr(self.driver, 'overlay_reasons', None)
+                if reasons is not None:
+                    # Asked in the log's thread, not on the request.
+                    extra = {**(extra or {}), 'reasons': (reasons, rule, doc)}
             log.record(
                 Decision(
                     rule,

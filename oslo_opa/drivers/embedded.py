@@ -59,6 +59,19 @@ class EmbeddedDriver(PolicyDirDriver):
         new.validate_overlays()
         return new
 
+    def overlay_reasons(
+        self, rule: str, input_doc: Mapping[str, Any]
+    ) -> dict[str, dict[str, list[str]]] | None:
+        """The overlays' reasons for rule on input_doc (decision logs),
+        or None when they cannot be had."""
+        policy = self._policy
+        if policy is None:
+            return None
+        try:
+            return policy.overlay_reasons(rule, input_doc)
+        except (EvaluationError, regopy.RegoError, KeyError):
+            return None
+
     def decide(self, rule: str, input_doc: Mapping[str, Any]) -> bool:
         policy = self._policy
         if policy is None:

@@ -14,6 +14,12 @@ and gives it to the sinks.  An event has OPA's fields::
      "oslo_opa": {"rule": ..., "driver": ..., "mode": ..., "route": ...,
                   "cached": false, "fallback": null, ...}}
 
+``oslo_opa`` also holds, when they apply: ``reasons`` (the overlays'
+reasons, ``{"deny": {rule: [reason]}, "grant": {...}}``, when an
+overlay decided), ``error`` (why the driver gave no decision) and, in
+shadow mode, ``shadow`` (``oslo_policy``: the decision the service got,
+true, false or "raise"; ``rego``: Rego's, or null; ``match``).
+
 so that tools reading OPA's logs read these; ``oslo_opa`` holds what
 only oslo.opa knows.
 """
@@ -157,6 +163,11 @@ class DecisionLog:
         }
         if d.extra:
             meta.update(d.extra)
+            reasons = meta.get('reasons')
+            if isinstance(reasons, tuple):
+                # (function, rule, input): the overlays' reasons, asked
+                # here rather than on the request.
+                meta['reasons'] = reasons[0](reasons[1], reasons[2])
         event: dict[str, Any] = {
             'labels': self.labels,
             'decision_id': d.decision_id or str(uuid.uuid4()),

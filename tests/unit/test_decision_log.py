@@ -327,3 +327,28 @@ def test_a_collector_that_is_down_never_holds_a_decision(
     assert sink.sent == 0
     collector.release.set()
     log.close()
+
+
+def test_an_overlays_reasons_are_in_its_event(converted, tmp_path):
+    overlays = tmp_path / 'overlays'
+    overlays.mkdir()
+    (overlays / 'freeze.rego').write_text(
+        'package oslo_opa.overlay\n\n'
+        'deny["get_thing"] contains "project frozen" if {\n'
+        '\tinput.target.project_id == "frozen"\n'
+        '}\n'
+    )
+    path = str(tmp_path / 'decisions.log')
+    enf = delegated(
+        converted, decision_log_file=path, overlay_path=[str(overlays)]
+    )
+    admin = {'roles': ['admin'], 'project_id': 'p1'}
+    assert not enf.enforce('get_thing', {'project_id': 'frozen'}, admin)
+    assert enf.enforce('get_thing', {'project_id': 'open'}, admin)
+    flush(enf)
+    denied, allowed = events_in(path)
+    assert denied['oslo_opa']['route'] == 'overlay'
+    assert denied['oslo_opa']['reasons']['deny'] == {
+        'get_thing': ['project frozen']
+    }
+    assert 'reasons' not in allowed['oslo_opa']
