@@ -352,3 +352,27 @@ def test_an_overlays_reasons_are_in_its_event(converted, tmp_path):
         'get_thing': ['project frozen']
     }
     assert 'reasons' not in allowed['oslo_opa']
+
+
+def test_a_forked_worker_logs_its_own_decisions(converted, tmp_path):
+    """API workers fork after the service loaded: the log's thread is
+    started again in the child, whose events reach the file."""
+    import multiprocessing
+
+    path = str(tmp_path / 'decisions.log')
+    enf = delegated(converted, decision_log_file=path, cache_size=0)
+    admin = {'roles': ['admin'], 'project_id': 'p1'}
+    assert enf.enforce('get_thing', {'project_id': 'parent'}, admin)
+    flush(enf)
+
+    def child():
+        for n in range(3):
+            enf.enforce('get_thing', {'project_id': f'child{n}'}, admin)
+        os._exit(0 if check.decider_for(enf.conf).log.flush(10) else 1)
+
+    proc = multiprocessing.get_context('fork').Process(target=child)
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    targets = [e['input']['target']['project_id'] for e in events_in(path)]
+    assert targets == ['parent', 'child0', 'child1', 'child2']

@@ -191,3 +191,31 @@ def test_shadow_report_without_differences_and_on_bad_files(tmp_path, capsys):
     assert cli.main(['shadow-report', str(tmp_path / 'absent.log')]) == 2
     err = capsys.readouterr().err
     assert 'absent.log' in err and 'Traceback' not in err
+
+
+def test_shadow_with_an_overlay_reports_what_the_overlay_changes(tmp_path):
+    """Rego's side includes the overlays: where one denies, shadow mode
+    shows the difference it would make, and the service still gets
+    oslo.policy's decision."""
+    from tests import policies
+
+    out = policies.converted(str(tmp_path), policies.THINGS)
+    overlays = tmp_path / 'overlays'
+    overlays.mkdir()
+    (overlays / 'freeze.rego').write_text(
+        'package oslo_opa.overlay\n\n'
+        'deny["delete_thing"] contains "frozen" if {\n'
+        '\tinput.target.project_id == "frozen"\n'
+        '}\n'
+    )
+    from tests.unit.test_decision_log import delegated
+
+    enf = delegated(out, mode='shadow', overlay_path=[str(overlays)])
+    admin = {'roles': ['admin'], 'project_id': 'p1'}
+    assert enf.enforce('delete_thing', {'project_id': 'frozen'}, admin)
+    assert enf.enforce('delete_thing', {'project_id': 'open'}, admin)
+    assert enf.enforce('get_thing', {'project_id': 'frozen'}, admin)
+    shadow = check.decider_for(enf.conf).shadow
+    assert shadow.flush(30)
+    assert dict(shadow.mismatches) == {'delete_thing': 1}
+    assert shadow.compared == 3
