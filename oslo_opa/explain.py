@@ -39,7 +39,6 @@ included.
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import weakref
@@ -49,6 +48,17 @@ from typing import Any
 from oslo_opa import inputs
 from oslo_opa.convert import explain_rules, syntax
 from oslo_opa.engine import EvaluationError, RegoPolicy
+from oslo_opa.explain_text import mask, render, render_leaves
+
+__all__ = [
+    'Explainer',
+    'explain',
+    'failing_leaves',
+    'mask',
+    'recompute',
+    'render',
+    'render_leaves',
+]
 
 _OUTCOMES = {'t': 'pass', 'f': 'fail', 'e': 'raise'}
 EDITED = (
@@ -395,22 +405,6 @@ def _culprits(node: Mapping[str, Any], negated: bool, out: list) -> None:
         bad = children[:1]
     for child in bad:
         _culprits(child, negated != (kind == 'not'), out)
-
-
-def mask(value: Any, keep: tuple[str, ...] = ()) -> Any:
-    """A copy of an explanation (or of leaves) with every credential
-    value replaced by ``"***"``, but those named in keep."""
-    if isinstance(value, list):
-        return [mask(v, keep) for v in value]
-    if not isinstance(value, dict):
-        return copy.deepcopy(value)
-    out = {}
-    for k, v in value.items():
-        if k == 'credentials' and isinstance(v, dict):
-            out[k] = {c: v[c] if c in keep else '***' for c in v}
-        else:
-            out[k] = mask(v, keep)
-    return out
 
 
 def _explainer(policy: RegoPolicy) -> Explainer:

@@ -167,7 +167,8 @@ class ExplainCompiler:
 
 def _module(package: str, exprs: list[str], hooks: bool) -> str:
     """The explain module: every node's value, the overlay hooks' and
-    the decision's, in one object (one query per rule)."""
+    the decision's, in one object (one query per rule); as opa fmt
+    writes it."""
     lines = [
         '# Explains a converted rule: each node of its check tree.',
         f'package {package}',
@@ -176,12 +177,12 @@ def _module(package: str, exprs: list[str], hooks: bool) -> str:
         '',
         f'{ENTRY} := {{',
         '\t"nodes": [',
-        ',\n'.join(f'\t\t{e}' for e in exprs),
+        *(f'\t\t{e},' for e in exprs),
         '\t],',
         '\t"allow": allow,',
         '\t"error": error,',
         f'\t"denied": {ENTRY}_denied,',
-        f'\t"granted": {ENTRY}_granted',
+        f'\t"granted": {ENTRY}_granted,',
         '}',
         '',
         # _denied and _granted are undefined when false.
