@@ -255,9 +255,9 @@ class Decider:
         :raises KeyError: rule is not in the policy.
         :raises OsloOpaError: the policy cannot be loaded or explained.
         """
-        from oslo_opa import explain
+        from oslo_opa import explain_decider
 
-        return explain.for_decider(self, rule, target, creds)
+        return explain_decider.for_decider(self, rule, target, creds)
 
     def _cache_key(self, driver: Driver, doc: Mapping[str, Any]) -> Any:
         """The cache key for doc under driver's policy, or None."""
