@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 _OUTCOMES = {'t': 'pass', 'f': 'fail', 'e': 'raise'}
+# Explain bundles kept per policy (each tens of milliseconds to build).
+BUNDLES_KEPT = 64
 EDITED = (
     'hand-edited (its modules are not what the converter wrote): only '
     'its final outcome is known'
@@ -76,7 +78,7 @@ class Explainer:
     """Explains a RegoPolicy's decisions (one per policy; thread-safe).
 
     Explain bundles are built on first use, one per explained rule, and
-    kept: tens of milliseconds each.
+    the last :data:`BUNDLES_KEPT` kept: tens of milliseconds each.
     """
 
     def __init__(self, policy: RegoPolicy) -> None:
@@ -119,9 +121,14 @@ class Explainer:
         """The explain bundle of rule: its full bundle's modules, the
         overlays and the explain module of every rule it reads."""
         with self._lock:
-            bundle = self._bundles.get(rule)
+            bundle = self._bundles.pop(rule, None)
             if bundle is None:
-                bundle = self._bundles[rule] = self._build(rule)
+                bundle = self._build(rule)
+            # Most recently used last; a service explaining every rule
+            # keeps only the last few bundles (each holds a closure).
+            self._bundles[rule] = bundle
+            while len(self._bundles) > BUNDLES_KEPT:
+                del self._bundles[next(iter(self._bundles))]
         return bundle
 
     def _build(self, rule: str) -> Any:
@@ -259,12 +266,13 @@ class _TreeBuilder:
             node.update(_compared(n.check, self.doc))
         elif n.reads is not None:
             read = self.rule_node(n.reads, n.text, node['outcome'])
-            read['kind'] = 'rule'
             if n.reads != n.check.match:
-                read['note'] = (
+                notes = [
                     f'{n.check.match!r} is not defined: the default rule '
-                    f'{n.reads!r} decides'
-                )
+                    f'{n.reads!r} decides',
+                    read.get('note'),
+                ]
+                read['note'] = '; '.join(x for x in notes if x)
             return read
         elif n.note is not None:
             node['note'] = n.note
