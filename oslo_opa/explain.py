@@ -73,6 +73,12 @@ UNPROVEN = (
     'final outcome is known'
 )
 
+LIBRARY = (
+    'the helper library differs from what the converter wrote, or '
+    'modules of your own sit beside it: every outcome is still the Rego '
+    "in force's, evaluated with them"
+)
+
 
 class Explainer:
     """Explains a RegoPolicy's decisions (one per policy; thread-safe).
@@ -166,6 +172,8 @@ class Explainer:
             raise KeyError(rule)
         doc = inputs.document(creds, target, rule)
         notes: list[str] = []
+        if not p._b.trusted:
+            notes.append(LIBRARY)
         try:
             decision = p.evaluate(rule, p.input_for(rule, creds, target))
         except EvaluationError as e:

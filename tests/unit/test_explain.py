@@ -259,6 +259,19 @@ def test_rego_the_converter_would_not_write_is_not_explained(
         json.dump(doc, f)
     result = explain.explain(RegoPolicy(out), 'admin_required', {}, {})
     assert result['tree']['note'] == explain.UNPROVEN
+    assert result['notes'] == []
+
+
+def test_a_module_of_ones_own_is_noted(tmp_path, keystone):
+    out = str(tmp_path / 'out')
+    shutil.copytree(keystone, out)
+    with open(os.path.join(out, 'mine.rego'), 'w') as f:
+        f.write('package mine\n\nx := 1\n')
+    policy = RegoPolicy(out)
+    table = load_rule_table(policy_files=[KEYSTONE])
+    result = _true(policy, enforcer_for(table), 'admin_required', {})
+    assert result['notes'] == [explain.LIBRARY]
+    assert result['tree']['children'], 'still explained'
 
 
 # --- the CLI -----------------------------------------------------------------
