@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from oslo_opa import inputs
 from oslo_opa.explain import explain
 
 _LOCK = threading.Lock()
@@ -43,9 +44,9 @@ def for_decider(
 
     The tree is always the embedded engine's, on the Decider's
     rego_path, data and overlays.  With another driver (``http``: OPA),
-    ``decision`` is that driver's (the Decider's own decision, cache and
-    failure mode included) and ``notes`` says where the tree comes from,
-    and whether it decides otherwise.
+    ``decision`` is that driver's (asked directly: not cached, not a
+    decision event; its failure mode where it gives none) and ``notes``
+    says where the tree comes from, and whether it decides otherwise.
 
     :raises KeyError: rule is not in the policy.
     :raises OsloOpaError: the policy cannot be loaded or explained.
@@ -54,7 +55,16 @@ def for_decider(
     result = explain(driver._current(), rule, creds, target)
     if driver is decider.driver:
         return result
-    decision = decider.decide(rule, target, creds)
+    # ask: the driver's own answer, not logged as a decision nor cached.
+    decision, _, error = decider.ask(
+        rule, target, inputs.credentials_dict(creds)
+    )
+    if decision is None:
+        result['notes'].append(
+            f'the driver in force gave no decision ({error}): its '
+            f'failure mode decides'
+        )
+        decision = decider.decide(rule, target, creds)
     result['notes'].append(
         'decided by the driver in force; the tree is the embedded '
         "engine's evaluation of the same rego_path, data and overlays"
