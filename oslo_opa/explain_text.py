@@ -11,26 +11,37 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 MASK = '***'
 _INDENT = '  '
 
 
-def mask(value: Any, keep: Sequence[str] = ()) -> Any:
-    """A copy of an explanation (or of a list of leaves) with every
-    credential value replaced by ``"***"``, but those named in keep."""
+def mask(
+    value: Any,
+    keep: Collection[str] = (),
+    only: Collection[str] | None = None,
+) -> Any:
+    """A copy of an explanation (or of a list of leaves) with credential
+    values replaced by ``"***"``: every one but those named in keep, or
+    with only, just those (the credentials a decision log's
+    ``/input/credentials/<name>`` masks name)."""
     if isinstance(value, list):
-        return [mask(v, keep) for v in value]
+        return [mask(v, keep, only) for v in value]
     if not isinstance(value, dict):
         return copy.deepcopy(value)
     out = {}
     for k, v in value.items():
         if k == 'credentials' and isinstance(v, dict):
-            out[k] = {c: v[c] if c in keep else MASK for c in v}
+            out[k] = {
+                c: MASK
+                if c not in keep and (only is None or c in only)
+                else copy.deepcopy(x)
+                for c, x in v.items()
+            }
         else:
-            out[k] = mask(v, keep)
+            out[k] = mask(v, keep, only)
     return out
 
 

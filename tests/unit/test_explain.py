@@ -386,3 +386,21 @@ def test_failing_leaves_render_masked_on_one_line(small):
         )
         == []
     )
+
+
+def test_masking_keeps_or_masks_named_credentials(small):
+    policy, _, _ = small
+    result = explain.explain(
+        policy, 'reads', {'roles': ['r'], 'project_id': 'p1'}, {}
+    )
+    leaves = explain.failing_leaves(result)
+    assert leaves[-1]['credentials'] == {'project_id': 'p1'}
+    kept = explain.failing_leaves(explain.mask(result, keep=('project_id',)))
+    assert kept[-1]['credentials'] == {'project_id': 'p1'}
+    assert kept[0]['credentials'] == {'roles': '***'}
+    some = explain.failing_leaves(explain.mask(result, only=('roles',)))
+    assert some[-1]['credentials'] == {'project_id': 'p1'}
+    assert some[0]['credentials'] == {'roles': '***'}
+    assert result == explain.explain(
+        policy, 'reads', {'roles': ['r'], 'project_id': 'p1'}, {}
+    ), 'masking copies'
