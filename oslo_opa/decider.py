@@ -257,6 +257,20 @@ class Decider:
         entry = manifest.rules.get(rule) if manifest is not None else None
         return entry.path if entry is not None else None
 
+    def explain(
+        self, rule: str, target: Mapping[str, Any], creds: Any
+    ) -> dict[str, Any]:
+        """Why creds may or may not do rule on target, check by check
+        (see :mod:`oslo_opa.explain`; over ``http`` the tree is the
+        embedded engine's on the same rego_path).
+
+        :raises KeyError: rule is not in the policy.
+        :raises OsloOpaError: the policy cannot be loaded or explained.
+        """
+        from oslo_opa import explain_decider
+
+        return explain_decider.for_decider(self, rule, target, creds)
+
     def _cache_key(self, driver: Driver, doc: Mapping[str, Any]) -> Any:
         """The cache key for doc under driver's policy, or None."""
         if self.cache is None:

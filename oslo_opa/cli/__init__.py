@@ -8,11 +8,12 @@ unreachable or missing a rule); 2 bad usage or bad input (unknown option,
 unreadable or malformed file, a rule that cannot be converted, a
 converted directory or an overlay that does not load).  ``test`` follows
 ``opa test``: 0 every test passed, 2 one did not, 1 the tests cannot run.
+``explain`` exits 0 when the request is allowed, 3 when it is denied.
 
 One module per group of subcommands: ``policy`` (convert, decide,
-verify), ``opa`` (bundle, push, status), ``rego_test`` (test),
-``rollout`` (shadow-report).  ``shadow-report`` exits 1 when shadow mode
-found differences.
+verify), ``explain``, ``opa`` (bundle, push, status), ``rego_test``
+(test), ``rollout`` (shadow-report).  ``shadow-report`` exits 1 when
+shadow mode found differences.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from oslo_opa.cli import opa, policy, rego_test, rollout
+from oslo_opa.cli import explain, opa, policy, rego_test, rollout
 from oslo_opa.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
 from oslo_opa.errors import OsloOpaError, StrictModeError
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest='command', required=True)
     policy.add_commands(sub)
+    explain.add_command(sub)
     rego_test.add_command(sub)
     opa.add_commands(sub)
     rollout.add_commands(sub)
