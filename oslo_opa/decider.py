@@ -18,90 +18,20 @@ driver such as ``http``).  Credentials never reach the logs unmasked.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from oslo_opa import inputs, metrics, notes
-from oslo_opa import manifest as manifest_mod
+from oslo_opa.decision_cache import DecisionCache, input_key
 from oslo_opa.drivers import DecisionError, Driver, Settings, load_driver
 from oslo_opa.errors import PolicyLoadError
+from oslo_opa.failover import FailOver
 from oslo_opa.logs.events import Decision
 
 LOG = logging.getLogger(__name__)
-
-FAILURE_MODES = ('deny', 'fallback', 'embedded')
-
-
-class DecisionCache:
-    """A bounded LRU of decisions with a time to live; thread-safe."""
-
-    def __init__(self, size: int, ttl: float) -> None:
-        self.size = size
-        self.ttl = ttl
-        self._data: collections.OrderedDict[Any, tuple[float, bool]] = (
-            collections.OrderedDict()
-        )
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> bool | None:
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is None:
-                return None
-            if hit[0] < time.monotonic():
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return hit[1]
-
-    def put(self, key: Any, value: bool) -> None:
-        with self._lock:
-            self._data[key] = (time.monotonic() + self.ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-def _input_key(rule: str, doc: Mapping[str, Any]) -> str:
-    """rule and doc as text: equal for equal decisions."""
-    return json.dumps([rule, doc], sort_keys=True, separators=(',', ':'))
-
-
-class Fallback:
-    """A rule's converted-from oslo.policy check string, by oslo.policy."""
-
-    def __init__(self, manifest: Any) -> None:
-        from oslo_config import cfg
-        from oslo_policy import policy as oslo_policy
-
-        conf = cfg.ConfigOpts()
-        conf(args=[], default_config_files=[])
-        self._enforcer = oslo_policy.Enforcer(conf, use_conf=False)
-        self._enforcer.set_rules(
-            oslo_policy.Rules.from_dict(
-                {n: e.check_str for n, e in manifest.rules.items()},
-                manifest.default_rule,
-            ),
-            use_conf=False,
-        )
-
-    def decide(
-        self, rule: str, target: Mapping[str, Any], creds: dict[str, Any]
-    ) -> bool:
-        try:
-            return bool(self._enforcer.enforce(rule, target, dict(creds)))
-        except Exception:  # noqa: BLE001 - oslo.policy raising is a deny
-            return False
 
 
 class Decider:
@@ -136,8 +66,6 @@ class Decider:
         log: Any = None,
         driver_name: str = '',
     ) -> None:
-        if failure_mode not in FAILURE_MODES:
-            raise ValueError(f'failure_mode must be one of {FAILURE_MODES}')
         self.driver = driver
         self.driver_error = driver_error
         self.failure_mode = failure_mode
@@ -145,8 +73,9 @@ class Decider:
             DecisionCache(cache_size, cache_ttl) if cache_size > 0 else None
         )
         self._cache_generation = None
-        self._fallback: tuple[Any, Fallback | None] | None = None
-        self._own_manifest: tuple[int, Any] | None = None
+        self.failover = FailOver(
+            failure_mode, rego_path, fallback_driver, overlays
+        )
         self.rego_path = rego_path
         self.fallback_driver = fallback_driver
         self.overlays = overlays
@@ -325,7 +254,7 @@ class Decider:
             unique: list[tuple[str, dict]] = []
             where = []
             for _, rule, doc, key in pending:
-                twin = key if key is not None else _input_key(rule, doc)
+                twin = key if key is not None else input_key(rule, doc)
                 if twin not in same:
                     same[twin] = len(unique)
                     unique.append((rule, doc))
@@ -364,7 +293,9 @@ class Decider:
         prefix = f'rule {rule!r}: '
         if why and why.startswith(prefix):
             why = why[len(prefix) :]
-        allowed, by = self._fail_over(rule, target, creds, why)
+        allowed, by = self.failover.decide(
+            rule, target, creds, why, self.driver
+        )
         if driver_failed:
             metrics.evaluation_error(rule, self.driver_name)
         metrics.fallback(rule, by)
@@ -383,83 +314,9 @@ class Decider:
             )
         return allowed
 
-    def _fail_over(
-        self,
-        rule: str,
-        target: Mapping[str, Any],
-        creds: dict[str, Any],
-        why: str | None,
-    ) -> tuple[bool, str]:
-        """The failure mode's decision, and what made it: ``embedded``,
-        ``oslo.policy`` or ``deny``."""
-        if self.failure_mode == 'embedded':
-            second = self.fallback_driver
-            if second is not None and second is not self.driver:
-                try:
-                    doc = second.input_for(rule, creds, target)
-                    allowed = second.decide(rule, doc)
-                except DecisionError as e:
-                    why = f'{why}; the embedded driver failed too: {e}'
-                else:
-                    LOG.warning(
-                        'oslo.opa: rule %r: %s; decided by the embedded '
-                        'driver instead',
-                        rule,
-                        why,
-                    )
-                    return allowed, 'embedded'
-        if self.failure_mode == 'fallback' and self.overlays:
-            # A check string alone would ignore a deny: fail closed.
-            why = f'{why}; overlays are configured, which the fallback '
-            why += 'cannot apply'
-        elif self.failure_mode == 'fallback':
-            fallback = self._fallback_for_current_policy()
-            if fallback is not None and self._knows(rule):
-                LOG.warning(
-                    'oslo.opa: rule %r: %s; deciding with its oslo.policy '
-                    'check string instead',
-                    rule,
-                    why,
-                )
-                return fallback.decide(rule, target, creds), 'oslo.policy'
-        LOG.warning('oslo.opa: rule %r: %s; denying', rule, why)
-        return False, 'deny'
-
     def _manifest(self) -> Any:
         """The manifest in force: the driver's, or rego_path's own."""
-        manifest = getattr(self.driver, 'manifest', None)
-        if manifest is not None or not self.rego_path:
-            return manifest
-        # The driver has no policy (it did not start, or its data does
-        # not load): the fallback still has the manifest's check strings.
-        path = os.path.join(self.rego_path, manifest_mod.MANIFEST)
-        try:
-            stamp = os.stat(path).st_mtime_ns
-        except OSError:
-            return None
-        if self._own_manifest is None or self._own_manifest[0] != stamp:
-            try:
-                self._own_manifest = (stamp, manifest_mod.load(self.rego_path))
-            except PolicyLoadError as e:
-                LOG.error('oslo.opa: %s', e)
-                self._own_manifest = (stamp, None)
-        return self._own_manifest[1]
-
-    def _knows(self, rule: str) -> bool:
-        manifest = self._manifest()
-        return manifest is not None and rule in manifest.rules
-
-    def _fallback_for_current_policy(self) -> Fallback | None:
-        manifest = self._manifest()
-        if manifest is None:
-            return None
-        if self._fallback is None or self._fallback[0] is not manifest:
-            try:
-                self._fallback = (manifest, Fallback(manifest))
-            except Exception as e:  # noqa: BLE001 - keep denying instead
-                LOG.error('oslo.opa: cannot build the fallback: %s', e)
-                self._fallback = (manifest, None)
-        return self._fallback[1]
+        return self.failover.manifest(self.driver)
 
     def close(self) -> None:
         if self.shadow is not None:
@@ -563,6 +420,8 @@ def from_conf(conf: Any) -> Decider:
     )
     if made.log is not None:
         made.log.revision = made.revision
+        if group.decision_log_explain:
+            made.log.explain = made.explain
     if group.mode == 'shadow':
         made.shadow = shadow.Shadow(made, group.shadow_queue_size)
     return made

@@ -207,7 +207,23 @@ class Shadow:
         )
 
     def _explanation(self, rule: str, target: Any, creds: dict) -> str:
-        return ''
+        """Why Rego decided as it did, in one masked phrase."""
+        from oslo_opa import explain, explain_text
+
+        try:
+            result = self.decider.explain(rule, target, creds)
+        except Exception as e:  # noqa: BLE001 - the line is still useful
+            return f'; no explanation ({type(e).__name__})'
+        leaves = explain_text.render_leaves(explain.failing_leaves(result))
+        why = f'; Rego failed on: {leaves}' if leaves else ''
+        notes = list(result.get('notes') or ())
+        stack = [result['tree']]
+        while stack:  # a hand-edited rule's node says so
+            node = stack.pop()
+            if node.get('note'):
+                notes.append(f'{node["text"]}: {node["note"]}')
+            stack.extend(node.get('children') or ())
+        return why + ''.join(f'; {note}' for note in notes)
 
     def _say(self, rule: str, kind: str, fmt: str, *args: Any) -> None:
         """Log once per (rule, kind), at most LINES_PER_MINUTE a minute."""

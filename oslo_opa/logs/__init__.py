@@ -24,7 +24,9 @@ LOG = logging.getLogger(__name__)
 def from_conf(group: Any, service: str | None) -> DecisionLog | None:
     """The decision log ``[oslo_opa]`` asks for, or None (off, or a
     ``decision_log_mask`` entry is not a JSON pointer: logged, and no
-    event is written rather than one that may hold what it names)."""
+    event is written rather than one that may hold what it names).
+    With ``decision_log_explain``, the caller sets the log's
+    ``explain``."""
     try:
         mask = Mask(group.decision_log_mask)
     except OsloOpaError as e:

@@ -108,6 +108,10 @@ class DecisionLog:
     :param buffer: events waiting at most; more are dropped and counted.
     :param revision: returns the policy revision in force.
     :param on_drop: called with the number of events dropped.
+    :param explain: ``explain(rule, target, creds)``, an explanation
+        (:mod:`oslo_opa.explain`): denials then carry their failing
+        checks, credentials masked, as ``oslo_opa.failing`` (it costs
+        an evaluation per node of the rule, in this thread).
     """
 
     def __init__(
@@ -119,8 +123,10 @@ class DecisionLog:
         buffer: int = 10000,
         revision: Callable[[], str] = lambda: '',
         on_drop: Callable[[int], None] | None = None,
+        explain: Callable[[str, Any, Any], Any] | None = None,
     ) -> None:
         self.sinks = list(sinks)
+        self.explain = explain
         self.mask = mask
         self.mode = mode
         self.revision = revision
@@ -180,9 +186,23 @@ class DecisionLog:
         }
         if d.eval_ns is not None:
             event['metrics']['timer_rego_query_eval_ns'] = d.eval_ns
+        if self.explain is not None and d.result is False:
+            meta['failing'] = self._failing(d)
         if revision:
             event['bundles'] = {'oslo_opa': {'revision': revision}}
         return self.mask.apply(event)
+
+    def _failing(self, d: Decision) -> Any:
+        from oslo_opa import explain, explain_text
+
+        doc = d.input if isinstance(d.input, Mapping) else {}
+        try:
+            result = self.explain(
+                d.rule, doc.get('target') or {}, doc.get('credentials') or {}
+            )
+        except Exception as e:  # noqa: BLE001 - the event still goes
+            return {'error': type(e).__name__}
+        return explain_text.mask(explain.failing_leaves(result))
 
     def _write(self, decisions: list[Decision]) -> None:
         events = [self.event(d) for d in decisions]

@@ -376,3 +376,26 @@ def test_a_forked_worker_logs_its_own_decisions(converted, tmp_path):
     assert proc.exitcode == 0
     targets = [e['input']['target']['project_id'] for e in events_in(path)]
     assert targets == ['parent', 'child0', 'child1', 'child2']
+
+
+def test_a_denials_event_can_carry_its_failing_checks(converted, tmp_path):
+    path = str(tmp_path / 'decisions.log')
+    enf = delegated(
+        converted, decision_log_file=path, decision_log_explain=True
+    )
+    member = {'roles': ['member'], 'project_id': 'p1', 'user_id': 'u1'}
+    assert not enf.enforce('get_thing', {'project_id': 'p2'}, member)
+    assert enf.enforce('get_thing', {'project_id': 'p1'}, member)
+    flush(enf)
+    denied, allowed = events_in(path)
+    failing = denied['oslo_opa']['failing']
+    assert {leaf['text'] for leaf in failing} == {
+        'role:admin',
+        'project_id:%(project_id)s',
+    }
+    assert all(leaf['outcome'] == 'fail' for leaf in failing)
+    # The target's value is shown; credentials' are masked.
+    project = next(leaf for leaf in failing if leaf['text'].startswith('p'))
+    assert project['target'] == {'project_id': 'p2'}
+    assert 'p1' not in json.dumps(failing)
+    assert 'failing' not in allowed['oslo_opa']

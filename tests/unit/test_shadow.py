@@ -110,6 +110,8 @@ def test_a_changed_rule_is_reported_and_nothing_else(
     # Logged once per input shape, naming the rule and both decisions.
     assert lines and all(CHANGED in line for line in lines)
     assert 'oslo.policy says deny, Rego says allow' in lines[0]
+    # With the explanation of Rego's side: here, that it was edited.
+    assert 'hand-edited' in lines[0]
     assert len(lines) <= shadow.mismatches[CHANGED]
 
 
