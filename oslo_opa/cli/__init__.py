@@ -4,15 +4,16 @@ Exit codes: 0 success; 1 a decision or check failed (``decide`` with a
 denied request under ``--fail-on-deny``, ``--strict`` with warnings,
 ``verify`` finding a difference no overlay accounts for, ``push`` refused
 by OPA or unable to reach it, ``status`` finding OPA unhealthy,
-unreachable or missing a rule); 2 bad usage or bad input (unknown option,
-unreadable or malformed file, a rule that cannot be converted, a
-converted directory or an overlay that does not load).  ``test`` follows
+unreachable or missing a rule, ``status --fleet`` finding stragglers);
+2 bad usage or bad input (unknown option, unreadable or malformed file,
+a rule that cannot be converted, a converted directory or an overlay
+that does not load).  ``test`` follows
 ``opa test``: 0 every test passed, 2 one did not, 1 the tests cannot run.
 ``explain`` exits 0 when the request is allowed, 3 when it is denied.
 
 One module per group of subcommands: ``policy`` (convert, decide,
-verify), ``explain``, ``opa`` (bundle, push, status), ``rego_test``
-(test), ``rollout`` (shadow-report).  ``shadow-report`` exits 1 when
+verify), ``explain``, ``opa`` (bundle, push, status), ``opa_config``
+(opa-config), ``rego_test`` (test), ``rollout`` (shadow-report).  ``shadow-report`` exits 1 when
 shadow mode found differences.
 """
 
@@ -23,7 +24,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from oslo_opa.cli import explain, opa, policy, rego_test, rollout
+from oslo_opa.cli import explain, opa, opa_config, policy, rego_test, rollout
 from oslo_opa.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
 from oslo_opa.errors import OsloOpaError, StrictModeError
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_command(sub)
     rego_test.add_command(sub)
     opa.add_commands(sub)
+    opa_config.add_command(sub)
     rollout.add_commands(sub)
     return parser
 

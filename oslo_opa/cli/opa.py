@@ -1,4 +1,5 @@
-"""``oslo-opa bundle``, ``push`` and ``status``: the policy in an OPA."""
+"""``oslo-opa bundle``, ``push`` and ``status`` (of one OPA or, with
+``--fleet``, of many): the policy in an OPA."""
 
 from __future__ import annotations
 
@@ -45,20 +46,23 @@ def _bundle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, url: str | None = None) -> Any:
     from oslo_opa.drivers import http
 
     if args.timeout <= 0:
         raise UsageError('--timeout must be positive')
+    url = url or args.opa_url
+    # A fleet may mix schemes: the TLS files are for its https:// members.
+    tls = url.startswith('https://') or url == args.opa_url
     return http.Transport(
-        args.opa_url,
+        url,
         connect_timeout=min(args.timeout, 5.0),
         read_timeout=args.timeout,
         retries=1,
         max_connections=1,
-        ca_file=args.ca_file,
-        cert_file=args.cert_file,
-        key_file=args.key_file,
+        ca_file=args.ca_file if tls else None,
+        cert_file=args.cert_file if tls else None,
+        key_file=args.key_file if tls else None,
         tls_verify=not args.insecure,
     )
 
@@ -110,10 +114,35 @@ def _revisions(directory: str, st: Any) -> str:
     return f'{directory}: {verdict}; revisions: ' + '; '.join(parts)
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    from oslo_opa import fleet
+
+    if args.directory:
+        raise UsageError(
+            '--fleet compares the instances with one another: give no '
+            'directory'
+        )
+    # Bad URLs are usage errors before anyone is asked.
+    for url in args.fleet:
+        if fleet.scheme(url) not in fleet.READERS:
+            raise UsageError(
+                f'--fleet {url}: scheme must be one of '
+                f'{", ".join(sorted(fleet.READERS))}://'
+            )
+        if fleet.scheme(url) != 'file':
+            _client(args, url).close()
+    instances = fleet.survey(args.fleet, lambda url: _client(args, url))
+    result = fleet.verdict(instances)
+    print(fleet.render(instances, result))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 def _status(args: argparse.Namespace) -> int:
     from oslo_opa import opa_status
     from oslo_opa.opa_rest import OpaError
 
+    if args.fleet:
+        return _fleet(args)
     client = _client(args)
     try:
         st = opa_status.status(
@@ -246,5 +275,14 @@ def add_commands(sub: Any) -> None:
         metavar='DIR',
         help='overlays shipped with the bundle: the revision compared '
         'includes them; repeatable',
+    )
+    sta.add_argument(
+        '--fleet',
+        nargs='+',
+        metavar='URL',
+        help='ask every instance (an OPA at http://, https:// or unix://; '
+        'a status file at file:///path) which bundle revisions it runs; '
+        'print a table and the stragglers, whose revisions differ from the '
+        'majority or who cannot be asked. Exit 0 when all agree',
     )
     sta.set_defaults(func=_status)
