@@ -16,6 +16,10 @@ The OPA binary is ``$OSLO_OPA_BIN`` when set, otherwise the one that
 ``tools/install-opa.sh`` builds (once, then cached). Without Go the tests
 are skipped, unless ``OSLO_OPA_REQUIRE_OPA=1`` (as in CI), where a missing
 OPA is a failure.
+
+The bundle-polling tests also run nginx: ``$OSLO_OPA_NGINX`` when set,
+otherwise the one ``tools/install-nginx.sh`` finds or installs; without
+apt-get (or root) they are skipped, with the same exception.
 """
 
 import os
@@ -24,10 +28,15 @@ import subprocess
 
 import pytest
 
+from tests.functional.nginx import Nginx
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 INSTALL_OPA = REPO_ROOT / 'tools' / 'install-opa.sh'
-# Exit status of install-opa.sh when Go is not installed.
+INSTALL_NGINX = REPO_ROOT / 'tools' / 'install-nginx.sh'
+# Exit status of install-opa.sh when Go is not installed, and of
+# install-nginx.sh when apt-get is not there to install nginx.
 NO_GO_EXIT = 3
+NO_APT_EXIT = 3
 # A build from an empty Go cache takes 1-3 minutes on 2 cores.
 INSTALL_TIMEOUT = 30 * 60
 
@@ -85,6 +94,63 @@ def opa_bin():
             f'{proc.stderr}'
         )
     return path
+
+
+@pytest.fixture(scope='session')
+def nginx_bin():
+    """Absolute path of the nginx binary the bundle-server tests run."""
+    explicit = os.environ.get('OSLO_OPA_NGINX')
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return os.path.abspath(explicit)
+        pytest.fail(f'OSLO_OPA_NGINX={explicit!r} is not an executable file')
+    proc = subprocess.run(
+        ['bash', str(INSTALL_NGINX)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
+    )
+    if proc.returncode == NO_APT_EXIT:
+        message = (
+            'nginx is not installed and cannot be (no apt-get, or not '
+            'root): the bundle-polling tests need it as a bundle server'
+        )
+        if _require_opa():
+            pytest.fail(f'{message} (OSLO_OPA_REQUIRE_OPA=1)')
+        pytest.skip(message)
+    lines = proc.stdout.strip().splitlines()
+    path = lines[-1].strip() if lines else ''
+    if proc.returncode != 0 or not (
+        os.path.isabs(path) and os.access(path, os.X_OK)
+    ):
+        pytest.fail(
+            f'{INSTALL_NGINX} failed (exit status {proc.returncode}, '
+            f'printed {path!r}):\n{proc.stderr[-2000:]}'
+        )
+    return path
+
+
+@pytest.fixture
+def nginx(nginx_bin, tmp_path):
+    """nginx(root) -> a started nginx serving directory root on a
+    loopback port; every one started is stopped when the test ends."""
+    started = []
+
+    def start(root):
+        work = tmp_path / f'nginx-{len(started)}'
+        server = Nginx(nginx_bin, str(work), str(root))
+        started.append(server)
+        try:
+            return server.start()
+        except RuntimeError as e:
+            pytest.fail(str(e))
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 def run_opa(

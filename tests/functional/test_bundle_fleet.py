@@ -1,0 +1,421 @@
+"""One policy for a fleet of OPAs: nginx serving signed bundles, three
+real ``opa run --server -c <oslo-opa opa-config>`` polling it.
+
+One test walks the whole life of a policy, each step proving one thing:
+
+1. revision 1 published: every OPA activates it and decides by it;
+2. revision 2 (one rule changed) published while a checker asks every
+   OPA continuously: all switch within the polling window, and no OPA
+   ever answers by revision 1 after it answered by revision 2 (each
+   answer carries the revision that decided it, OPA's provenance, and
+   its decision must be that revision's);
+3. a tampered bundle (a module changed after signing) published: every
+   OPA refuses it, keeps revision 2, and says why (its log, and its
+   status, which also reaches a status collector);
+4. nginx stopped: every OPA keeps deciding by revision 2;
+5. an OPA restarted while nginx is still down: it decides by revision 2
+   again, from its persisted copy;
+6. ``oslo-opa status --fleet`` agrees after step 2, and names the one OPA
+   configured with a stale bundle as a straggler.
+
+Measured and printed: publish to all activated, and the requests per
+minute the three OPAs make to nginx.  Bundles are signed by the real
+``opa build --signing-key`` (until ``oslo-opa bundle`` signs itself).
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+
+import pytest
+
+from oslo_opa import bundle, cli
+from oslo_opa import manifest as manifest_mod
+from oslo_opa.convert import convert
+from oslo_opa.drivers.transport import Transport, TransportError
+from tests import corpus
+from tests.functional.test_opa_sidecar import Opa
+
+SERVICE = 'placement'
+RULE = 'placement:resource_providers:list'
+# Revision 2 lets a reader list resource providers; revision 1 does not.
+CHANGED = 'role:reader'
+READER = {'roles': ['reader'], 'project_id': 'p1', 'user_id': 'u1'}
+MIN_DELAY, MAX_DELAY = 1, 2
+SCOPE = 'write'
+RESOURCE = f'{SERVICE}.tar.gz'
+STALE = f'{SERVICE}-old.tar.gz'
+
+
+def _converted(root, policy_text):
+    policy = root / 'policy.yaml'
+    policy.write_text(policy_text)
+    out = root / 'opa'
+    convert(str(out), policy_files=[str(policy)], package_prefix=SERVICE)
+    return str(out)
+
+
+def _sign(opa_bin, unsigned, signed, key, claims):
+    """The bundle's files signed as opa build --signing-key signs them,
+    its manifest (so its revision) unchanged."""
+    work = f'{signed}.d'
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    with tarfile.open(unsigned) as tar:
+        tar.extractall(work, filter='data')
+    proc = subprocess.run(
+        [opa_bin, 'build', '--bundle', '.', '--signing-key', key]
+        + ['--claims-file', claims, '-o', os.path.abspath(signed)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def _tamper(signed, out):
+    """signed with one module's bytes changed, its signature kept."""
+    with tarfile.open(signed) as src, tarfile.open(out, 'w:gz') as dst:
+        for info in src.getmembers():
+            data = src.extractfile(info).read() if info.isfile() else b''
+            if info.name.endswith('resource_providers_list.rego'):
+                data += b'\n# changed after signing\n'
+                info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+
+
+class Publisher:
+    """Bundles into nginx's root, as a deployment would: written aside,
+    renamed into place.  nginx's ETag is the file's mtime (seconds) and
+    size, so each publish gets a later mtime than the one before: two
+    bundles of one size published within a second would look the same
+    to OPA's conditional GET."""
+
+    def __init__(self, root):
+        self.root = root
+        self.mtime = int(time.time())
+
+    def publish(self, path, name=RESOURCE):
+        tmp = os.path.join(self.root, f'.{name}.tmp')
+        shutil.copyfile(path, tmp)
+        self.mtime = max(self.mtime + 1, int(time.time()))
+        os.utime(tmp, (self.mtime, self.mtime))
+        os.replace(tmp, os.path.join(self.root, name))
+        return time.monotonic()
+
+
+class Collector(http.server.ThreadingHTTPServer):
+    """A status (and decision-log) collector: keeps what OPA posts."""
+
+    def __init__(self):
+        self.posts = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(inner):  # noqa: N805
+                body = inner.rfile.read(int(inner.headers['Content-Length']))
+                self.posts.append((inner.path, body))
+                inner.send_response(200)
+                inner.end_headers()
+
+            def log_message(inner, *args):  # noqa: N805
+                pass
+
+        super().__init__(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.server_address[1]}'
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def statuses(self):
+        out = []
+        for path, body in self.posts:
+            if path.startswith('/status'):
+                try:
+                    out.append(json.loads(body))
+                except ValueError:
+                    pass
+        return out
+
+
+def ask(opa, path):
+    """(revision that decided, decision) of one request to opa."""
+    client = Transport(opa.url, connect_timeout=2.0, read_timeout=10.0)
+    try:
+        body = json.dumps(
+            {'input': {'credentials': READER, 'target': {}, 'rule': RULE}}
+        ).encode()
+        code, data = client.request(
+            'POST', f'/v1/data/{path}?provenance=true', body
+        )
+    finally:
+        client.close()
+    assert code == 200, data
+    doc = json.loads(data)
+    bundles = doc['provenance'].get('bundles') or {}
+    return bundles.get(SERVICE, {}).get('revision'), doc.get('result')
+
+
+class Checker(threading.Thread):
+    """Asks one OPA over and over, recording (revision, decision)."""
+
+    def __init__(self, opa, path):
+        super().__init__(daemon=True)
+        self.opa, self.path = opa, path
+        self.answers = []
+        self.failures = []
+        self.halt = threading.Event()
+
+    def run(self):
+        client = Transport(self.opa.url, connect_timeout=2.0)
+        body = json.dumps(
+            {'input': {'credentials': READER, 'target': {}, 'rule': RULE}}
+        ).encode()
+        try:
+            while not self.halt.is_set():
+                try:
+                    code, data = client.request(
+                        'POST', f'/v1/data/{self.path}?provenance=true', body
+                    )
+                    doc = json.loads(data)
+                    rev = doc['provenance']['bundles'][SERVICE]['revision']
+                    self.answers.append((rev, doc.get('result')))
+                except (TransportError, KeyError, ValueError) as e:
+                    self.failures.append(repr(e))
+                time.sleep(0.01)
+        finally:
+            client.close()
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.05)
+    pytest.fail(f'{what}: not within {timeout}s')
+
+
+def revisions(opas):
+    out = []
+    for opa in opas:
+        client = Transport(opa.url, connect_timeout=2.0)
+        try:
+            _, data = client.request('GET', '/v1/data/system/bundles')
+        finally:
+            client.close()
+        result = json.loads(data).get('result') or {}
+        out.append(
+            (result.get(SERVICE) or {}).get('manifest', {}).get('revision')
+        )
+    return out
+
+
+def fleet_status(urls, capsys):
+    code = cli.main(['status', '--timeout', '10', '--fleet', *urls])
+    return code, capsys.readouterr().out
+
+
+@pytest.fixture
+def policies(tmp_path, opa_bin):
+    """Revision 1, 2 (RULE changed) and a tampered 2, signed; the key."""
+    original = open(corpus.policy_file(SERVICE)).read()
+    assert f'{RULE}: ' in original
+    changed = original.replace(
+        f'{RULE}: rule:admin_or_service_api', f'{RULE}: {CHANGED}'
+    )
+    assert changed != original
+    out = {}
+    key = str(tmp_path / 'signing.pem')
+    pub = str(tmp_path / 'verify.pem')
+    subprocess.run(
+        ['openssl', 'genrsa', '-out', key, '2048'],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ['openssl', 'rsa', '-in', key, '-pubout', '-out', pub],
+        check=True,
+        capture_output=True,
+    )
+    claims = tmp_path / 'claims.json'
+    claims.write_text(json.dumps({'scope': SCOPE}))
+    for n, text in ((1, original), (2, changed)):
+        root = tmp_path / f'rev{n}'
+        root.mkdir()
+        directory = _converted(root, text)
+        unsigned = str(root / 'unsigned.tar.gz')
+        built = bundle.build(directory, unsigned)
+        signed = str(root / 'signed.tar.gz')
+        _sign(opa_bin, unsigned, signed, key, str(claims))
+        out[n] = {'path': signed, 'revision': built['revision']}
+        out['directory'] = directory
+    _tamper(out[2]['path'], str(tmp_path / 'tampered.tar.gz'))
+    out['tampered'] = str(tmp_path / 'tampered.tar.gz')
+    out['public_key'] = pub
+    return out
+
+
+def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
+    t_start = time.monotonic()
+    rev1, rev2 = policies[1]['revision'], policies[2]['revision']
+    assert rev1 != rev2
+    path = manifest_mod.load(policies['directory']).rules[RULE].path
+    www = tmp_path / 'www'
+    www.mkdir()
+    server = nginx(www)
+    pub = Publisher(str(www))
+    collector = Collector()
+
+    def config(n, resource=RESOURCE):
+        out = str(tmp_path / f'opa-{n}.yaml')
+        args = ['opa-config', '--service-url', server.url]
+        args += ['--bundle', f'{SERVICE}={resource}']
+        args += ['--min-delay-seconds', str(MIN_DELAY)]
+        args += ['--max-delay-seconds', str(MAX_DELAY)]
+        args += ['--verification-key', policies['public_key']]
+        args += ['--scope', SCOPE, '--status-url', collector.url]
+        args += ['--persistence-directory', str(tmp_path / f'persist-{n}')]
+        assert cli.main([*args, '-o', out]) == 0
+        return out
+
+    def start(n, **kw):
+        opa = Opa(opa_bin, tmp_path, extra_args=['-c', config(n, **kw)])
+        opas_started.append(opa)
+        return opa.start()
+
+    opas_started = []
+    windows = {}
+    measured = []
+    try:
+        # 1. Revision 1: every OPA activates it and decides by it.
+        published = pub.publish(policies[1]['path'])
+        opas = [start(n) for n in range(3)]
+        ready = wait_for(
+            lambda: revisions(opas) == [rev1] * 3, 30, 'revision 1'
+        )
+        measured.append(
+            f'revision 1: all 3 activated {ready - published:.2f}s '
+            f'after publishing (OPA start-up included)'
+        )
+        answers = [ask(o, path) for o in opas]
+        assert answers == [(rev1, False)] * 3, answers
+
+        # 2. Revision 2 while checkers ask continuously.
+        checkers = [Checker(o, path) for o in opas]
+        for c in checkers:
+            c.start()
+        wait_for(
+            lambda: all(len(c.answers) > 5 for c in checkers),
+            10,
+            'checkers answered',
+        )
+        published = pub.publish(policies[2]['path'])
+        activated = wait_for(
+            lambda: revisions(opas) == [rev2] * 3, 15, 'revision 2'
+        )
+        switch = activated - published
+        measured.append(
+            f'revision 2: all 3 activated {switch:.2f}s after publishing '
+            f'(polling {MIN_DELAY}-{MAX_DELAY}s)'
+        )
+        assert switch < MAX_DELAY + 5
+        time.sleep(0.3)
+        for c in checkers:
+            c.halt.set()
+            c.join(timeout=10)
+        for c in checkers:
+            assert not c.failures, c.failures[:3]
+            seen = [rev for rev, _ in c.answers]
+            # Each answer is its revision's: never a mix within one.
+            assert all(dec is (rev == rev2) for rev, dec in c.answers), (
+                c.answers
+            )
+            # Once on revision 2, never revision 1 again.
+            first2 = seen.index(rev2)
+            assert set(seen[first2:]) == {rev2}, seen
+            assert set(seen[:first2]) == {rev1}, seen
+        code, out = fleet_status([o.url for o in opas], capsys)
+        assert code == 0, out
+        assert f'fleet: all 3 agree on {rev2}' in out
+        measured.append(out)
+        # Three polling rounds with nothing new: conditional GETs.
+        steady = time.time()
+        time.sleep(3 * MAX_DELAY)
+        windows['steady'] = (steady, time.time())
+
+        # 3. A tampered bundle: refused by all, revision 2 kept, said why.
+        pub.publish(policies['tampered'])
+        wait_for(
+            lambda: all('digest mismatch' in open(o.log).read() for o in opas),
+            15,
+            'every OPA refused the tampered bundle',
+        )
+        assert revisions(opas) == [rev2] * 3
+        assert all(ask(o, path) == (rev2, True) for o in opas)
+        code, out = fleet_status([o.url for o in opas], capsys)
+        assert code == 0, out
+        assert out.count('digest mismatch') == 3, out
+        refused = [
+            s
+            for s in collector.statuses()
+            if 'digest mismatch' in json.dumps(s.get('bundles'))
+        ]
+        assert refused, 'no status report of the refusal reached the collector'
+
+        measured.append(out)
+        # OPA retries a refused download sooner than its polling delay.
+        time.sleep(3 * MAX_DELAY)
+        # 4. nginx stopped: every OPA keeps deciding by revision 2.
+        windows['refusing'] = (windows['steady'][1], time.time())
+        server.stop()
+        time.sleep(MAX_DELAY + 0.5)
+        assert all(ask(o, path) == (rev2, True) for o in opas)
+
+        # 5. Restarted with nginx still down: revision 2, from its copy.
+        opas[0].stop()
+        opas[0] = start(0)
+        assert revisions(opas[:1]) == [rev2]
+        assert ask(opas[0], path) == (rev2, True)
+
+        # 6. One OPA pointed at a stale bundle is a straggler.
+        server.start()
+        pub.publish(policies[2]['path'])
+        pub.publish(policies[1]['path'], name=STALE)
+        opas[2].stop()
+        opas[2] = start(3, resource=STALE)
+        wait_for(
+            lambda: revisions(opas) == [rev2, rev2, rev1], 15, 'stale one'
+        )
+        code, out = fleet_status([o.url for o in opas], capsys)
+        assert code == 1, out
+        straggler = [line for line in out.splitlines() if 'STRAGGLER' in line]
+        assert len(straggler) == 1 and opas[2].url in straggler[0], out
+        assert 'differs from the majority' in straggler[0]
+        assert f'the majority runs {rev2}' in out
+        measured.append(out)
+    finally:
+        for opa in opas_started:
+            opa.stop()
+        collector.shutdown()
+    # The three OPAs' requests to nginx: steady (revision 2 held, nothing
+    # new) and while refusing the tampered bundle (OPA retries a failed
+    # download sooner than its polling delay).
+    polls = [r for r in server.requests() if r[2].endswith('.tar.gz')]
+    for what, (begin, end) in windows.items():
+        hits = [r for r in polls if begin <= r[0] < end]
+        rate = len(hits) / (end - begin) * 60
+        codes = sorted({r[3] for r in hits})
+        measured.append(
+            f'nginx, {what}: {len(hits)} requests in {end - begin:.1f}s '
+            f'= {rate:.0f}/min for 3 OPAs (HTTP {codes})'
+        )
+    measured.append(f'fleet test took {time.monotonic() - t_start:.1f}s')
+    # After the last capsys.readouterr(): shown with -s, and on failure.
+    print('\n' + '\n'.join(measured))
