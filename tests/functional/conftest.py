@@ -135,13 +135,14 @@ def nginx_bin():
 
 @pytest.fixture
 def nginx(nginx_bin, tmp_path):
-    """nginx(root) -> a started nginx serving directory root on a
-    loopback port; every one started is stopped when the test ends."""
+    """nginx(root, server_extra='') -> a started nginx serving directory
+    root on a loopback port (server_extra: more directives for its
+    server block); every one started is stopped when the test ends."""
     started = []
 
-    def start(root):
+    def start(root, server_extra=''):
         work = tmp_path / f'nginx-{len(started)}'
-        server = Nginx(nginx_bin, str(work), str(root))
+        server = Nginx(nginx_bin, str(work), str(root), server_extra)
         started.append(server)
         try:
             return server.start()

@@ -47,6 +47,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         etag on;
+        {server_extra}
     }}
 }}
 """
@@ -63,7 +64,9 @@ def free_port() -> int:
 class Nginx:
     """``nginx`` serving root on 127.0.0.1:port until stop()."""
 
-    def __init__(self, binary: str, workdir: str, root: str) -> None:
+    def __init__(
+        self, binary: str, workdir: str, root: str, server_extra: str = ''
+    ) -> None:
         self.binary = binary
         self.work = os.path.abspath(workdir)
         self.root = os.path.abspath(root)
@@ -80,7 +83,11 @@ class Nginx:
         with open(self.config, 'w') as f:
             f.write(
                 _CONFIG.format(
-                    user=user, work=self.work, port=self.port, root=self.root
+                    user=user,
+                    work=self.work,
+                    port=self.port,
+                    root=self.root,
+                    server_extra=server_extra,
                 )
             )
         self.access_log = os.path.join(self.work, 'access.log')

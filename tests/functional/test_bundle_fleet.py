@@ -42,6 +42,7 @@ from oslo_opa import manifest as manifest_mod
 from oslo_opa.convert import convert
 from oslo_opa.drivers.transport import Transport, TransportError
 from tests import corpus
+from tests.functional import test_opa_sidecar as sidecar
 from tests.functional.test_opa_sidecar import Opa
 
 SERVICE = 'placement'
@@ -419,3 +420,92 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
     measured.append(f'fleet test took {time.monotonic() - t_start:.1f}s')
     # After the last capsys.readouterr(): shown with -s, and on failure.
     print('\n' + '\n'.join(measured))
+
+
+def test_secrets_stay_out_of_the_config_file(
+    opa_bin, nginx, tmp_path, monkeypatch
+):
+    """An HS256-signed bundle behind a bearer token: the secret and the
+    token reach OPA from its environment (or the token from a file), the
+    configuration file holds neither, and a wrong secret is refused."""
+    secret, token = 'hmac-secret-5f1c9a', 'bearer-token-7d2e4b'
+    root = tmp_path / 'src'
+    root.mkdir()
+    directory = _converted(root, open(corpus.policy_file(SERVICE)).read())
+    unsigned = str(tmp_path / 'unsigned.tar.gz')
+    revision = bundle.build(directory, unsigned)['revision']
+    www = tmp_path / 'www'
+    www.mkdir()
+    work = tmp_path / 'signed.d'
+    work.mkdir()
+    with tarfile.open(unsigned) as tar:
+        tar.extractall(work, filter='data')
+    proc = subprocess.run(
+        [opa_bin, 'build', '--bundle', '.', '--signing-alg', 'HS256']
+        + ['--signing-key', secret, '-o', str(www / RESOURCE)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    server = nginx(
+        www,
+        server_extra='if ($http_authorization != "Bearer %s") '
+        '{ return 401; }' % token,
+    )
+    token_file = tmp_path / 'token'
+    token_file.write_text(token)
+
+    def config(name, *credentials):
+        out = tmp_path / f'{name}.yaml'
+        argv = ['opa-config', '--service-url', server.url]
+        argv += ['--bundle', SERVICE, '--min-delay-seconds', '1']
+        argv += ['--max-delay-seconds', '2', '--algorithm', 'HS256']
+        argv += ['--verification-key-env', 'BUNDLE_SECRET', *credentials]
+        argv += ['--persistence-directory', str(tmp_path / name)]
+        assert cli.main([*argv, '-o', str(out)]) == 0
+        text = out.read_text()
+        assert secret not in text and token not in text
+        return str(out)
+
+    monkeypatch.setenv('BUNDLE_SECRET', secret)
+    monkeypatch.setenv('BUNDLE_TOKEN', token)
+    opas = [
+        Opa(opa_bin, tmp_path, extra_args=['-c', config(name, *creds)])
+        for name, creds in (
+            ('env', ['--bearer-token-env', 'BUNDLE_TOKEN']),
+            ('file', ['--bearer-token-path', str(token_file)]),
+        )
+    ]
+    try:
+        for opa in opas:
+            opa.start()  # returns once its bundle is activated
+        assert revisions(opas) == [revision] * 2
+        # The wrong secret: the bundle is downloaded and refused.
+        monkeypatch.setenv('BUNDLE_SECRET', 'not-the-secret')
+        wrong = Opa(
+            opa_bin,
+            tmp_path,
+            extra_args=[
+                '-c',
+                config('wrong', '--bearer-token-env', 'BUNDLE_TOKEN'),
+            ],
+        )
+        opas.append(wrong)
+        # Opa.start() fails when OPA is not ready in START_TIMEOUT.
+        monkeypatch.setattr(sidecar, 'START_TIMEOUT', 6.0)
+        with pytest.raises(pytest.fail.Exception):
+            wrong.start()
+        assert revisions([wrong]) == [None]
+        assert 'invalid HMAC signature' in open(wrong.log).read()
+    finally:
+        for opa in opas:
+            opa.stop()
+    # Every OPA request carried the token; without it, nginx says no.
+    assert {r[3] for r in server.requests()} <= {200, 304}
+    client = Transport(server.url)
+    try:
+        assert client.request('GET', f'/{RESOURCE}')[0] == 401
+    finally:
+        client.close()
