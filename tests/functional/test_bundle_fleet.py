@@ -21,206 +21,46 @@ One test walks the whole life of a policy, each step proving one thing:
 Measured and printed: publish to all activated, and the requests per
 minute the three OPAs make to nginx.  Bundles are signed by the real
 ``opa build --signing-key`` (until ``oslo-opa bundle`` signs itself).
+
+Another test proves the secrets stay out of the configuration file: an
+HS256 secret and a bearer token reach OPA from its environment or a file.
 """
 
 from __future__ import annotations
 
-import http.server
-import io
 import json
-import os
-import shutil
 import subprocess
-import tarfile
-import threading
 import time
 
 import pytest
 
 from oslo_opa import bundle, cli
 from oslo_opa import manifest as manifest_mod
-from oslo_opa.convert import convert
-from oslo_opa.drivers.transport import Transport, TransportError
+from oslo_opa.drivers.transport import Transport
 from tests import corpus
 from tests.functional import test_opa_sidecar as sidecar
+from tests.functional.fleet_helpers import (
+    RESOURCE,
+    RULE,
+    SERVICE,
+    Checker,
+    Collector,
+    Publisher,
+    ask,
+    converted,
+    fleet_status,
+    revisions,
+    sign,
+    tamper,
+    wait_for,
+)
 from tests.functional.test_opa_sidecar import Opa
 
-SERVICE = 'placement'
-RULE = 'placement:resource_providers:list'
 # Revision 2 lets a reader list resource providers; revision 1 does not.
 CHANGED = 'role:reader'
-READER = {'roles': ['reader'], 'project_id': 'p1', 'user_id': 'u1'}
 MIN_DELAY, MAX_DELAY = 1, 2
 SCOPE = 'write'
-RESOURCE = f'{SERVICE}.tar.gz'
 STALE = f'{SERVICE}-old.tar.gz'
-
-
-def _converted(root, policy_text):
-    policy = root / 'policy.yaml'
-    policy.write_text(policy_text)
-    out = root / 'opa'
-    convert(str(out), policy_files=[str(policy)], package_prefix=SERVICE)
-    return str(out)
-
-
-def _sign(opa_bin, unsigned, signed, key, claims):
-    """The bundle's files signed as opa build --signing-key signs them,
-    its manifest (so its revision) unchanged."""
-    work = f'{signed}.d'
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    with tarfile.open(unsigned) as tar:
-        tar.extractall(work, filter='data')
-    proc = subprocess.run(
-        [opa_bin, 'build', '--bundle', '.', '--signing-key', key]
-        + ['--claims-file', claims, '-o', os.path.abspath(signed)],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
-def _tamper(signed, out):
-    """signed with one module's bytes changed, its signature kept."""
-    with tarfile.open(signed) as src, tarfile.open(out, 'w:gz') as dst:
-        for info in src.getmembers():
-            data = src.extractfile(info).read() if info.isfile() else b''
-            if info.name.endswith('resource_providers_list.rego'):
-                data += b'\n# changed after signing\n'
-                info.size = len(data)
-            dst.addfile(info, io.BytesIO(data))
-
-
-class Publisher:
-    """Bundles into nginx's root, as a deployment would: written aside,
-    renamed into place.  nginx's ETag is the file's mtime (seconds) and
-    size, so each publish gets a later mtime than the one before: two
-    bundles of one size published within a second would look the same
-    to OPA's conditional GET."""
-
-    def __init__(self, root):
-        self.root = root
-        self.mtime = int(time.time())
-
-    def publish(self, path, name=RESOURCE):
-        tmp = os.path.join(self.root, f'.{name}.tmp')
-        shutil.copyfile(path, tmp)
-        self.mtime = max(self.mtime + 1, int(time.time()))
-        os.utime(tmp, (self.mtime, self.mtime))
-        os.replace(tmp, os.path.join(self.root, name))
-        return time.monotonic()
-
-
-class Collector(http.server.ThreadingHTTPServer):
-    """A status (and decision-log) collector: keeps what OPA posts."""
-
-    def __init__(self):
-        self.posts = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(inner):  # noqa: N805
-                body = inner.rfile.read(int(inner.headers['Content-Length']))
-                self.posts.append((inner.path, body))
-                inner.send_response(200)
-                inner.end_headers()
-
-            def log_message(inner, *args):  # noqa: N805
-                pass
-
-        super().__init__(('127.0.0.1', 0), Handler)
-        self.url = f'http://127.0.0.1:{self.server_address[1]}'
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def statuses(self):
-        out = []
-        for path, body in self.posts:
-            if path.startswith('/status'):
-                try:
-                    out.append(json.loads(body))
-                except ValueError:
-                    pass
-        return out
-
-
-def ask(opa, path):
-    """(revision that decided, decision) of one request to opa."""
-    client = Transport(opa.url, connect_timeout=2.0, read_timeout=10.0)
-    try:
-        body = json.dumps(
-            {'input': {'credentials': READER, 'target': {}, 'rule': RULE}}
-        ).encode()
-        code, data = client.request(
-            'POST', f'/v1/data/{path}?provenance=true', body
-        )
-    finally:
-        client.close()
-    assert code == 200, data
-    doc = json.loads(data)
-    bundles = doc['provenance'].get('bundles') or {}
-    return bundles.get(SERVICE, {}).get('revision'), doc.get('result')
-
-
-class Checker(threading.Thread):
-    """Asks one OPA over and over, recording (revision, decision)."""
-
-    def __init__(self, opa, path):
-        super().__init__(daemon=True)
-        self.opa, self.path = opa, path
-        self.answers = []
-        self.failures = []
-        self.halt = threading.Event()
-
-    def run(self):
-        client = Transport(self.opa.url, connect_timeout=2.0)
-        body = json.dumps(
-            {'input': {'credentials': READER, 'target': {}, 'rule': RULE}}
-        ).encode()
-        try:
-            while not self.halt.is_set():
-                try:
-                    code, data = client.request(
-                        'POST', f'/v1/data/{self.path}?provenance=true', body
-                    )
-                    doc = json.loads(data)
-                    rev = doc['provenance']['bundles'][SERVICE]['revision']
-                    self.answers.append((rev, doc.get('result')))
-                except (TransportError, KeyError, ValueError) as e:
-                    self.failures.append(repr(e))
-                time.sleep(0.01)
-        finally:
-            client.close()
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.05)
-    pytest.fail(f'{what}: not within {timeout}s')
-
-
-def revisions(opas):
-    out = []
-    for opa in opas:
-        client = Transport(opa.url, connect_timeout=2.0)
-        try:
-            _, data = client.request('GET', '/v1/data/system/bundles')
-        finally:
-            client.close()
-        result = json.loads(data).get('result') or {}
-        out.append(
-            (result.get(SERVICE) or {}).get('manifest', {}).get('revision')
-        )
-    return out
-
-
-def fleet_status(urls, capsys):
-    code = cli.main(['status', '--timeout', '10', '--fleet', *urls])
-    return code, capsys.readouterr().out
 
 
 @pytest.fixture
@@ -250,14 +90,14 @@ def policies(tmp_path, opa_bin):
     for n, text in ((1, original), (2, changed)):
         root = tmp_path / f'rev{n}'
         root.mkdir()
-        directory = _converted(root, text)
+        directory = converted(root, text)
         unsigned = str(root / 'unsigned.tar.gz')
         built = bundle.build(directory, unsigned)
         signed = str(root / 'signed.tar.gz')
-        _sign(opa_bin, unsigned, signed, key, str(claims))
+        sign(opa_bin, unsigned, signed, key, str(claims))
         out[n] = {'path': signed, 'revision': built['revision']}
         out['directory'] = directory
-    _tamper(out[2]['path'], str(tmp_path / 'tampered.tar.gz'))
+    tamper(out[2]['path'], str(tmp_path / 'tampered.tar.gz'))
     out['tampered'] = str(tmp_path / 'tampered.tar.gz')
     out['public_key'] = pub
     return out
@@ -342,6 +182,16 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
             first2 = seen.index(rev2)
             assert set(seen[first2:]) == {rev2}, seen
             assert set(seen[:first2]) == {rev1}, seen
+        counts = [
+            (len(c.answers), sum(r == rev1 for r, _ in c.answers))
+            for c in checkers
+        ]
+        measured.append(
+            'checkers: '
+            + ', '.join(
+                f'{n} answers ({k} by rev 1, then rev 2)' for n, k in counts
+            )
+        )
         code, out = fleet_status([o.url for o in opas], capsys)
         assert code == 0, out
         assert f'fleet: all 3 agree on {rev2}' in out
@@ -431,24 +281,12 @@ def test_secrets_stay_out_of_the_config_file(
     secret, token = 'hmac-secret-5f1c9a', 'bearer-token-7d2e4b'
     root = tmp_path / 'src'
     root.mkdir()
-    directory = _converted(root, open(corpus.policy_file(SERVICE)).read())
+    directory = converted(root, open(corpus.policy_file(SERVICE)).read())
     unsigned = str(tmp_path / 'unsigned.tar.gz')
     revision = bundle.build(directory, unsigned)['revision']
     www = tmp_path / 'www'
     www.mkdir()
-    work = tmp_path / 'signed.d'
-    work.mkdir()
-    with tarfile.open(unsigned) as tar:
-        tar.extractall(work, filter='data')
-    proc = subprocess.run(
-        [opa_bin, 'build', '--bundle', '.', '--signing-alg', 'HS256']
-        + ['--signing-key', secret, '-o', str(www / RESOURCE)],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    sign(opa_bin, unsigned, str(www / RESOURCE), secret, alg='HS256')
     server = nginx(
         www,
         server_extra='if ($http_authorization != "Bearer %s") '

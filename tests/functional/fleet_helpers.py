@@ -1,0 +1,199 @@
+"""What the bundle-fleet tests share: converting, signing (as ``opa
+build --signing-key`` does) and tampering with bundles, publishing them
+into nginx's root, a status collector, and asking OPAs which revision
+decided."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+
+import pytest
+
+from oslo_opa import cli
+from oslo_opa.convert import convert
+from oslo_opa.drivers.transport import Transport, TransportError
+
+SERVICE = 'placement'
+RULE = 'placement:resource_providers:list'
+READER = {'roles': ['reader'], 'project_id': 'p1', 'user_id': 'u1'}
+RESOURCE = f'{SERVICE}.tar.gz'
+
+
+def converted(root, policy_text):
+    policy = root / 'policy.yaml'
+    policy.write_text(policy_text)
+    out = root / 'opa'
+    convert(str(out), policy_files=[str(policy)], package_prefix=SERVICE)
+    return str(out)
+
+
+def sign(opa_bin, unsigned, signed, key, claims=None, alg='RS256'):
+    """The bundle's files signed as opa build --signing-key signs them
+    (key: a PEM file, or an HMAC secret), its manifest (so its revision)
+    unchanged."""
+    work = f'{signed}.d'
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    with tarfile.open(unsigned) as tar:
+        # The bundle is our own; 'data' refuses links and absolute paths
+        # where this Python has it.
+        if hasattr(tarfile, 'data_filter'):
+            tar.extractall(work, filter='data')
+        else:
+            tar.extractall(work)  # noqa: S202
+    argv = [opa_bin, 'build', '--bundle', '.', '--signing-alg', alg]
+    argv += ['--signing-key', key, '-o', os.path.abspath(signed)]
+    if claims:
+        argv += ['--claims-file', claims]
+    proc = subprocess.run(
+        argv, cwd=work, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def tamper(signed, out):
+    """signed with one module's bytes changed, its signature kept."""
+    with tarfile.open(signed) as src, tarfile.open(out, 'w:gz') as dst:
+        for info in src.getmembers():
+            data = src.extractfile(info).read() if info.isfile() else b''
+            if info.name.endswith('resource_providers_list.rego'):
+                data += b'\n# changed after signing\n'
+                info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+
+
+class Publisher:
+    """Bundles into nginx's root, as a deployment would: written aside,
+    renamed into place.  nginx's ETag is the file's mtime (seconds) and
+    size, so each publish gets a later mtime than the one before: two
+    bundles of one size published within a second would look the same
+    to OPA's conditional GET."""
+
+    def __init__(self, root):
+        self.root = root
+        self.mtime = int(time.time())
+
+    def publish(self, path, name=RESOURCE):
+        tmp = os.path.join(self.root, f'.{name}.tmp')
+        shutil.copyfile(path, tmp)
+        self.mtime = max(self.mtime + 1, int(time.time()))
+        os.utime(tmp, (self.mtime, self.mtime))
+        os.replace(tmp, os.path.join(self.root, name))
+        return time.monotonic()
+
+
+class Collector(http.server.ThreadingHTTPServer):
+    """A status (and decision-log) collector: keeps what OPA posts."""
+
+    def __init__(self):
+        self.posts = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(inner):  # noqa: N805
+                body = inner.rfile.read(int(inner.headers['Content-Length']))
+                self.posts.append((inner.path, body))
+                inner.send_response(200)
+                inner.end_headers()
+
+            def log_message(inner, *args):  # noqa: N805
+                pass
+
+        super().__init__(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.server_address[1]}'
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def statuses(self):
+        out = []
+        for path, body in self.posts:
+            if path.startswith('/status'):
+                try:
+                    out.append(json.loads(body))
+                except ValueError:
+                    pass
+        return out
+
+
+def ask(opa, path):
+    """(revision that decided, decision) of one request to opa."""
+    client = Transport(opa.url, connect_timeout=2.0, read_timeout=10.0)
+    try:
+        body = json.dumps(
+            {'input': {'credentials': READER, 'target': {}, 'rule': RULE}}
+        ).encode()
+        code, data = client.request(
+            'POST', f'/v1/data/{path}?provenance=true', body
+        )
+    finally:
+        client.close()
+    assert code == 200, data
+    doc = json.loads(data)
+    bundles = doc['provenance'].get('bundles') or {}
+    return bundles.get(SERVICE, {}).get('revision'), doc.get('result')
+
+
+class Checker(threading.Thread):
+    """Asks one OPA over and over, recording (revision, decision)."""
+
+    def __init__(self, opa, path):
+        super().__init__(daemon=True)
+        self.opa, self.path = opa, path
+        self.answers = []
+        self.failures = []
+        self.halt = threading.Event()
+
+    def run(self):
+        client = Transport(self.opa.url, connect_timeout=2.0)
+        body = json.dumps(
+            {'input': {'credentials': READER, 'target': {}, 'rule': RULE}}
+        ).encode()
+        try:
+            while not self.halt.is_set():
+                try:
+                    code, data = client.request(
+                        'POST', f'/v1/data/{self.path}?provenance=true', body
+                    )
+                    doc = json.loads(data)
+                    rev = doc['provenance']['bundles'][SERVICE]['revision']
+                    self.answers.append((rev, doc.get('result')))
+                except (TransportError, KeyError, ValueError) as e:
+                    self.failures.append(repr(e))
+                time.sleep(0.01)
+        finally:
+            client.close()
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.05)
+    pytest.fail(f'{what}: not within {timeout}s')
+
+
+def revisions(opas):
+    out = []
+    for opa in opas:
+        client = Transport(opa.url, connect_timeout=2.0)
+        try:
+            _, data = client.request('GET', '/v1/data/system/bundles')
+        finally:
+            client.close()
+        result = json.loads(data).get('result') or {}
+        out.append(
+            (result.get(SERVICE) or {}).get('manifest', {}).get('revision')
+        )
+    return out
+
+
+def fleet_status(urls, capsys):
+    code = cli.main(['status', '--timeout', '10', '--fleet', *urls])
+    return code, capsys.readouterr().out
