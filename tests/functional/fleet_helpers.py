@@ -197,3 +197,34 @@ def revisions(opas):
 def fleet_status(urls, capsys):
     code = cli.main(['status', '--timeout', '10', '--fleet', *urls])
     return code, capsys.readouterr().out
+
+
+# The operators' guide's authorization policy: decisions and reads only.
+AUTHZ = """\
+package system.authz
+
+default allow := false
+
+allow if {
+    input.method == "POST"
+    input.path[0] == "v1"
+    input.path[1] == "data"
+}
+
+allow if {
+    input.method == "GET"
+    input.path[0] in {"health", "v1"}
+    not input.path[1] == "policies"
+}
+"""
+
+
+def authz_dir(root):
+    """A directory bundle of the guide's system.authz policy."""
+    out = os.path.join(str(root), 'authz')
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, 'authz.rego'), 'w') as f:
+        f.write(AUTHZ)
+    with open(os.path.join(out, '.manifest'), 'w') as f:
+        json.dump({'roots': ['system/authz']}, f)
+    return out

@@ -47,6 +47,7 @@ from tests.functional.fleet_helpers import (
     Collector,
     Publisher,
     ask,
+    authz_dir,
     converted,
     fleet_status,
     revisions,
@@ -126,8 +127,13 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
         assert cli.main([*args, '-o', out]) == 0
         return out
 
+    # As the guide runs a sidecar: decisions and reads only, and one of
+    # the three on a unix socket.
+    authz = authz_dir(tmp_path)
+
     def start(n, **kw):
-        opa = Opa(opa_bin, tmp_path, extra_args=['-c', config(n, **kw)])
+        args = ['-c', config(n, **kw), '--authorization', 'basic', authz]
+        opa = Opa(opa_bin, tmp_path, unix=n == 1, extra_args=args)
         opas_started.append(opa)
         return opa.start()
 
@@ -147,6 +153,14 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
         )
         answers = [ask(o, path) for o in opas]
         assert answers == [(rev1, False)] * 3, answers
+        # The authorization policy, loaded beside the polled bundles,
+        # holds: nobody rewrites the policy through the REST API.
+        client = Transport(opas[1].url)
+        try:
+            code, _ = client.request('PUT', '/v1/policies/x', b'package x')
+        finally:
+            client.close()
+        assert code == 401, code
 
         # 2. Revision 2 while checkers ask continuously.
         checkers = [Checker(o, path) for o in opas]
