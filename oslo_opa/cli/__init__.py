@@ -13,8 +13,8 @@ that does not load).  ``test`` follows
 
 One module per group of subcommands: ``policy`` (convert, decide,
 verify), ``explain``, ``opa`` (bundle, push, status), ``opa_config``
-(opa-config), ``rego_test`` (test), ``rollout`` (shadow-report).  ``shadow-report`` exits 1 when
-shadow mode found differences.
+(opa-config), ``rego_test`` (test), ``rollout`` (shadow-report).
+``shadow-report`` exits 1 when shadow mode found differences.
 """
 
 from __future__ import annotations
