@@ -13,6 +13,9 @@
     Overlays go in under ``overlay/``, with the root ``oslo_opa/overlay``:
     in one OPA they apply to every service, so they ship in one bundle.
     Each service's bundle also carries its batch rule (``batch.py``).
+    Given a signing key, it is signed as ``opa build --signing-key``
+    signs (``bundle_signing``): a ``.signatures.json`` that ``opa run
+    --verification-key`` checks before activating it.
 """
 
 from __future__ import annotations
@@ -187,17 +190,32 @@ def build(
     revision: str | None = None,
     validate: bool = True,
     overlays: Overlays | None = None,
+    signing_key: bytes | None = None,
+    signing_alg: str = 'RS256',
+    key_id: str | None = None,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     """Write directory's bundle to output (atomically); its manifest.
 
-    The same input always gives the same bytes.
+    signing_key (PEM private key, or HMAC secret) signs it with
+    signing_alg, naming key_id and scope (``bundle_signing.sign_files``).
+    The same input always gives the same bytes (but for an ECDSA
+    signature, random by design).
 
     :raises PolicyLoadError: not a converted directory, or it does not
         compile (validate).
+    :raises BundleSignatureError: a key that cannot sign.
     """
     if validate:
         check_compiles(directory, load_data(data_paths), overlays)
     files = bundle_files(directory, library, data_paths, revision, overlays)
+    if signing_key is not None:
+        # Imported here: only signed bundles need PyJWT and cryptography.
+        from oslo_opa import bundle_signing
+
+        files[bundle_signing.SIGNATURES_FILE] = bundle_signing.sign_files(
+            files, signing_key, signing_alg, key_id, scope
+        )
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as gz:
         with tarfile.open(

@@ -66,3 +66,63 @@ def test_greenthreads_decide_like_one_thread(tmp_path):
     assert result['green'] == result['serial']
     # Both decisions occurred, so equal lists say something.
     assert 0 < sum(result['serial']) < 1500
+
+
+ROLLOUT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, warnings
+    warnings.simplefilter('ignore')
+    import eventlet
+    eventlet.monkey_patch()
+    from oslo_config import cfg
+    from oslo_policy import policy as oslo_policy
+    from oslo_opa import check, opts
+
+    out, log = sys.argv[1], sys.argv[2]
+    conf = cfg.ConfigOpts()
+    conf(args=[], default_config_files=[])
+    enf = oslo_policy.Enforcer(conf, policy_file=out + '/policy.yaml')
+    opts.register_opts(conf)
+    conf.set_override('rego_path', out, 'oslo_opa')
+    conf.set_override('mode', 'shadow', 'oslo_opa')
+    conf.set_override('decision_log_file', log, 'oslo_opa')
+    creds = [{'roles': ['admin']}, {'roles': ['reader'], 'project_id': 'p1'}]
+    requests = [
+        (rule, {'target.project.id': 'p1'}, creds[i % 2])
+        for i, rule in enumerate(['identity:get_project',
+                                  'identity:create_project'] * 100)
+    ]
+    pool = eventlet.GreenPool(32)
+    got = list(pool.imap(lambda r: bool(enf.enforce(*r)), requests))
+    d = check.decider_for(conf)
+    flushed = d.shadow.flush(60) and d.log.flush(60)
+    print(json.dumps({'got': got, 'flushed': flushed,
+                      'compared': d.shadow.compared,
+                      'mismatches': sum(d.shadow.mismatches.values())}))
+    """
+)
+
+
+def test_shadow_mode_and_decision_logs_under_eventlet(tmp_path):
+    """The background threads are greenthreads there: comparisons and
+    events still happen, and the decisions are oslo.policy's."""
+    out = str(tmp_path / 'opa')
+    log = str(tmp_path / 'decisions.log')
+    convert(out, policy_files=[corpus.policy_file('keystone')])
+    proc = subprocess.run(
+        [sys.executable, '-c', ROLLOUT_SCRIPT, out, log],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={**os.environ, 'PYTHONWARNINGS': 'ignore'},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['flushed']
+    assert result['compared'] == 200 and result['mismatches'] == 0
+    assert True in result['got'] and False in result['got']
+    with open(log) as f:
+        events = [json.loads(line) for line in f]
+    assert len(events) == 200
+    assert {e['oslo_opa']['mode'] for e in events} == {'shadow'}

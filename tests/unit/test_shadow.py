@@ -195,7 +195,9 @@ def test_shadow_report_without_differences_and_on_bad_files(tmp_path, capsys):
     assert 'absent.log' in err and 'Traceback' not in err
 
 
-def test_shadow_with_an_overlay_reports_what_the_overlay_changes(tmp_path):
+def test_shadow_with_an_overlay_reports_what_the_overlay_changes(
+    tmp_path, caplog
+):
     """Rego's side includes the overlays: where one denies, shadow mode
     shows the difference it would make, and the service still gets
     oslo.policy's decision."""
@@ -213,11 +215,17 @@ def test_shadow_with_an_overlay_reports_what_the_overlay_changes(tmp_path):
     from tests.unit.test_decision_log import delegated
 
     enf = delegated(out, mode='shadow', overlay_path=[str(overlays)])
-    admin = {'roles': ['admin'], 'project_id': 'p1'}
-    assert enf.enforce('delete_thing', {'project_id': 'frozen'}, admin)
-    assert enf.enforce('delete_thing', {'project_id': 'open'}, admin)
-    assert enf.enforce('get_thing', {'project_id': 'frozen'}, admin)
-    shadow = check.decider_for(enf.conf).shadow
-    assert shadow.flush(30)
+    # With overlays, Rego is asked with the whole input: the token too.
+    secret = 'gAAAAA-shadow-secret'
+    admin = {'roles': ['admin'], 'project_id': 'p1', 'auth_token': secret}
+    with caplog.at_level(logging.WARNING, logger='oslo_opa'):
+        assert enf.enforce('delete_thing', {'project_id': 'frozen'}, admin)
+        assert enf.enforce('delete_thing', {'project_id': 'open'}, admin)
+        assert enf.enforce('get_thing', {'project_id': 'frozen'}, admin)
+        shadow = check.decider_for(enf.conf).shadow
+        assert shadow.flush(30)
     assert dict(shadow.mismatches) == {'delete_thing': 1}
     assert shadow.compared == 3
+    line = next(r.getMessage() for r in caplog.records if 'shadow' in r.name)
+    assert 'Rego says deny' in line and 'frozen' in line
+    assert secret not in caplog.text
