@@ -115,15 +115,21 @@ def add_command(sub: Any) -> None:
         metavar='VAR',
         help='environment variable holding the key (an HS256 secret)',
     )
+    # Also under oslo-opa bundle's names, so one set of flags serves both.
     cfg.add_argument(
         '--algorithm',
+        '--signing-alg',
+        dest='algorithm',
         default='RS256',
         help='signing algorithm (default: %(default)s)',
     )
     cfg.add_argument(
+        '--key-id',
         '--keyid',
+        dest='keyid',
         default='oslo_opa',
-        help="the key's name (keys.<keyid>; default: %(default)s)",
+        help="the key's name (keys.<keyid>; bundles signed with a --key-id "
+        'are verified by the key of that name; default: %(default)s)',
     )
     cfg.add_argument(
         '--scope', help="required scope of the signatures' claims"

@@ -1,5 +1,5 @@
-"""What the bundle-fleet tests share: converting, signing (as ``opa
-build --signing-key`` does) and tampering with bundles, publishing them
+"""What the bundle-fleet tests share: converting, signing (``oslo-opa
+bundle --signing-key``) and tampering with bundles, publishing them
 into nginx's root, a status collector, and asking OPAs which revision
 decided."""
 
@@ -10,7 +10,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 import threading
 import time
@@ -35,28 +34,15 @@ def converted(root, policy_text):
     return str(out)
 
 
-def sign(opa_bin, unsigned, signed, key, claims=None, alg='RS256'):
-    """The bundle's files signed as opa build --signing-key signs them
-    (key: a PEM file, or an HMAC secret), its manifest (so its revision)
-    unchanged."""
-    work = f'{signed}.d'
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    with tarfile.open(unsigned) as tar:
-        # The bundle is our own; 'data' refuses links and absolute paths
-        # where this Python has it.
-        if hasattr(tarfile, 'data_filter'):
-            tar.extractall(work, filter='data')
-        else:
-            tar.extractall(work)  # noqa: S202
-    argv = [opa_bin, 'build', '--bundle', '.', '--signing-alg', alg]
-    argv += ['--signing-key', key, '-o', os.path.abspath(signed)]
-    if claims:
-        argv += ['--claims-file', claims]
-    proc = subprocess.run(
-        argv, cwd=work, capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
+def signed_bundle(directory, out, *signing):
+    """oslo-opa bundle directory -o out with the signing options; the
+    revision it recorded."""
+    assert cli.main(['bundle', directory, '-o', out, *signing]) == 0
+    with tarfile.open(out) as tar:
+        manifest = json.load(tar.extractfile('.manifest'))
+    with tarfile.open(out) as tar:
+        assert '.signatures.json' in tar.getnames()
+    return manifest['revision']
 
 
 def tamper(signed, out):

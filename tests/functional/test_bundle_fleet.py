@@ -19,8 +19,8 @@ One test walks the whole life of a policy, each step proving one thing:
    configured with a stale bundle as a straggler.
 
 Measured and printed: publish to all activated, and the requests per
-minute the three OPAs make to nginx.  Bundles are signed by the real
-``opa build --signing-key`` (until ``oslo-opa bundle`` signs itself).
+minute the three OPAs make to nginx.  Bundles are signed by ``oslo-opa
+bundle --signing-key``, with the key id and scope ``opa-config`` is given.
 
 Another test proves the secrets stay out of the configuration file: an
 HS256 secret and a bearer token reach OPA from its environment or a file.
@@ -34,7 +34,7 @@ import time
 
 import pytest
 
-from oslo_opa import bundle, cli
+from oslo_opa import cli
 from oslo_opa import manifest as manifest_mod
 from oslo_opa.drivers.transport import Transport
 from tests import corpus
@@ -51,7 +51,7 @@ from tests.functional.fleet_helpers import (
     converted,
     fleet_status,
     revisions,
-    sign,
+    signed_bundle,
     tamper,
     wait_for,
 )
@@ -61,11 +61,12 @@ from tests.functional.test_opa_sidecar import Opa
 CHANGED = 'role:reader'
 MIN_DELAY, MAX_DELAY = 1, 2
 SCOPE = 'write'
+KEY_ID = 'cloud-2026'
 STALE = f'{SERVICE}-old.tar.gz'
 
 
 @pytest.fixture
-def policies(tmp_path, opa_bin):
+def policies(tmp_path):
     """Revision 1, 2 (RULE changed) and a tampered 2, signed; the key."""
     original = open(corpus.policy_file(SERVICE)).read()
     assert f'{RULE}: ' in original
@@ -86,17 +87,17 @@ def policies(tmp_path, opa_bin):
         check=True,
         capture_output=True,
     )
-    claims = tmp_path / 'claims.json'
-    claims.write_text(json.dumps({'scope': SCOPE}))
     for n, text in ((1, original), (2, changed)):
         root = tmp_path / f'rev{n}'
         root.mkdir()
         directory = converted(root, text)
-        unsigned = str(root / 'unsigned.tar.gz')
-        built = bundle.build(directory, unsigned)
         signed = str(root / 'signed.tar.gz')
-        sign(opa_bin, unsigned, signed, key, str(claims))
-        out[n] = {'path': signed, 'revision': built['revision']}
+        revision = signed_bundle(
+            directory,
+            signed,
+            *('--signing-key', key, '--key-id', KEY_ID, '--scope', SCOPE),
+        )
+        out[n] = {'path': signed, 'revision': revision}
         out['directory'] = directory
     tamper(out[2]['path'], str(tmp_path / 'tampered.tar.gz'))
     out['tampered'] = str(tmp_path / 'tampered.tar.gz')
@@ -122,7 +123,8 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
         args += ['--min-delay-seconds', str(MIN_DELAY)]
         args += ['--max-delay-seconds', str(MAX_DELAY)]
         args += ['--verification-key', policies['public_key']]
-        args += ['--scope', SCOPE, '--status-url', collector.url]
+        args += ['--key-id', KEY_ID, '--scope', SCOPE]
+        args += ['--status-url', collector.url]
         args += ['--persistence-directory', str(tmp_path / f'persist-{n}')]
         assert cli.main([*args, '-o', out]) == 0
         return out
@@ -292,15 +294,20 @@ def test_secrets_stay_out_of_the_config_file(
     """An HS256-signed bundle behind a bearer token: the secret and the
     token reach OPA from its environment (or the token from a file), the
     configuration file holds neither, and a wrong secret is refused."""
-    secret, token = 'hmac-secret-5f1c9a', 'bearer-token-7d2e4b'
+    secret = 'hmac-secret-5f1c9a-of-at-least-32-bytes'
+    token = 'bearer-token-7d2e4b'
     root = tmp_path / 'src'
     root.mkdir()
     directory = converted(root, open(corpus.policy_file(SERVICE)).read())
-    unsigned = str(tmp_path / 'unsigned.tar.gz')
-    revision = bundle.build(directory, unsigned)['revision']
+    secret_file = tmp_path / 'hmac.secret'
+    secret_file.write_bytes(secret.encode())  # no newline: the env's value
     www = tmp_path / 'www'
     www.mkdir()
-    sign(opa_bin, unsigned, str(www / RESOURCE), secret, alg='HS256')
+    revision = signed_bundle(
+        directory,
+        str(www / RESOURCE),
+        *('--signing-key', str(secret_file), '--signing-alg', 'HS256'),
+    )
     server = nginx(
         www,
         server_extra='if ($http_authorization != "Bearer %s") '
@@ -313,7 +320,7 @@ def test_secrets_stay_out_of_the_config_file(
         out = tmp_path / f'{name}.yaml'
         argv = ['opa-config', '--service-url', server.url]
         argv += ['--bundle', SERVICE, '--min-delay-seconds', '1']
-        argv += ['--max-delay-seconds', '2', '--algorithm', 'HS256']
+        argv += ['--max-delay-seconds', '2', '--signing-alg', 'HS256']
         argv += ['--verification-key-env', 'BUNDLE_SECRET', *credentials]
         argv += ['--persistence-directory', str(tmp_path / name)]
         assert cli.main([*argv, '-o', str(out)]) == 0
