@@ -206,3 +206,26 @@ def test_cli_usage_errors_exit_2(capsys, tmp_path):
             + ['--verification-key', str(key), '--verification-key-env', 'K']
         )
     assert exc.value.code == 2
+
+
+def test_bundles_flag_names_work_too(capsys, tmp_path):
+    """--key-id and --signing-alg, as oslo-opa bundle names them."""
+    code, out, err = run(
+        capsys,
+        '--service-url',
+        'http://x',
+        '--bundle',
+        'k',
+        '--verification-key-env',
+        'SECRET',
+        '--signing-alg',
+        'HS256',
+        '--key-id',
+        'cloud-2026',
+    )
+    assert code == 0, err
+    cfg = yaml.safe_load(out)
+    assert cfg['keys'] == {
+        'cloud-2026': {'algorithm': 'HS256', 'key': '${SECRET}'}
+    }
+    assert cfg['bundles']['k']['signing'] == {'keyid': 'cloud-2026'}
