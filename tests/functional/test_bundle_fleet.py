@@ -183,7 +183,16 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
             f'(polling {MIN_DELAY}-{MAX_DELAY}s)'
         )
         assert switch < MAX_DELAY + 5
-        time.sleep(0.3)
+        # A few answers more by revision 2 from each: none by revision 1.
+        marks = [len(c.answers) for c in checkers]
+        wait_for(
+            lambda: all(
+                len(c.answers) > m + 5
+                for c, m in zip(checkers, marks, strict=True)
+            ),
+            10,
+            'checkers answered after the switch',
+        )
         for c in checkers:
             c.halt.set()
             c.join(timeout=10)
