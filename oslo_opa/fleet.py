@@ -35,6 +35,8 @@ import collections
 import concurrent.futures
 import dataclasses
 import json
+import os
+import tempfile
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -160,6 +162,26 @@ def read_status_file(url: str, client_factory: Any = None) -> Instance:
     inst.reachable = True
     _read_status_document(inst, doc)
     return inst
+
+
+def write_status_file(path: str, bundles: dict[str, dict[str, Any]]) -> None:
+    """Replace path with a status file ``file://path`` reads: bundles
+    is OPA's status ``bundles`` section, bundle name -> at least
+    ``active_revision``, and after a refused bundle ``code``,
+    ``message`` and ``errors`` (a list of strings or ``{"message":
+    ...}``).  Atomic: a reader sees the old file or the new one.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.status-', dir=directory)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump({'bundles': bundles}, f, indent=1, sort_keys=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 READERS: dict[str, Callable[[str, Any], Instance]] = {

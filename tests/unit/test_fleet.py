@@ -5,6 +5,7 @@ tests/functional/test_bundle_fleet.py."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -163,6 +164,27 @@ def test_a_status_file_is_an_instance(tmp_path):
     }
     assert instances[1].reachable and 'not JSON' in instances[1].problems[0]
     assert not instances[2].reachable
+
+
+def test_write_status_file_is_what_file_urls_read(tmp_path):
+    """The embedded driver's side of file://: write, then read back."""
+    path = str(tmp_path / 'keystone-api.json')
+    fleet.write_status_file(path, {'keystone': {'active_revision': 'r1'}})
+    fleet.write_status_file(
+        path,
+        {
+            'keystone': {
+                'active_revision': 'r1',
+                'code': 'bundle_error',
+                'message': 'refused',
+                'errors': ['bad signature'],
+            }
+        },
+    )
+    (inst,) = fleet.survey([f'file://{path}'], None)
+    assert inst.revisions == {'keystone': 'r1'}
+    assert inst.problems == ['bundle keystone: refused: bad signature']
+    assert sorted(os.listdir(tmp_path)) == ['keystone-api.json']
 
 
 def test_cli_exit_codes(tmp_path, capsys):
