@@ -111,9 +111,14 @@ def read_opa(url: str, client_factory: Callable[[str], Any]) -> Instance:
     inst = Instance(url)
     client = client_factory(url)
     try:
-        code, _ = call(client, 'GET', '/health?bundles')
+        code, data = call(client, 'GET', '/health?bundles')
         inst.reachable = True
-        inst.ready = code == 200
+        if code in (200, 500):
+            # 500: OPA's answer while a configured bundle is not activated.
+            inst.ready = code == 200
+        else:
+            # Refused (an authorization policy): not evidence either way.
+            inst.problems.append(f'health: {error_line(code, data)}')
         code, data = call(client, 'GET', '/v1/data/system/bundles')
         if code != 200:
             inst.problems.append(

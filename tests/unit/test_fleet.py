@@ -28,6 +28,8 @@ class FakeOpa:
         if self.down:
             raise TransportError('cannot connect: Connection refused')
         if path == '/health?bundles':
+            if self.ready is None:
+                return 401, b'{"code": "unauthorized", "message": "no"}'
             return (200 if self.ready else 500), b'{}'
         if path == '/v1/data/system/bundles':
             result = {
@@ -85,6 +87,16 @@ def test_stragglers_differ_have_none_or_cannot_be_asked():
     assert [line.split()[0] for line in lines[1:6]] == [
         i.url for i in instances
     ]
+
+
+def test_a_health_check_refused_is_a_note_not_a_verdict():
+    instances, result = survey(
+        FakeOpa('http://a', {'k': 'r1'}, ready=None),
+        FakeOpa('http://b', {'k': 'r1'}),
+    )
+    assert result.ok
+    assert instances[0].ready is None
+    assert instances[0].problems == ['health: HTTP 401 unauthorized: no']
 
 
 def test_a_tie_has_no_majority():
