@@ -58,17 +58,17 @@ log "installing nginx-light with apt-get"
 # Only when we place it, and removed after.
 rcd=/usr/sbin/policy-rc.d
 placed=
-if [[ ! -e $rcd ]]; then
-    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$rcd" >/dev/null
-    "${sudo[@]}" chmod 755 "$rcd"
-    placed=1
-fi
 cleanup() {
     if [[ -n $placed ]]; then
         "${sudo[@]}" rm -f "$rcd"
     fi
 }
 trap cleanup EXIT
+if [[ ! -e $rcd ]]; then
+    placed=1
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$rcd" >/dev/null
+    "${sudo[@]}" chmod 755 "$rcd"
+fi
 "${sudo[@]}" apt-get update -qq >&2
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends nginx-light >&2
 
