@@ -27,11 +27,10 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from oslo_opa import batch
+from oslo_opa import atomic, batch
 from oslo_opa import manifest as manifest_mod
 from oslo_opa.engine import RegoPolicy
 from oslo_opa.errors import PolicyLoadError
@@ -227,15 +226,5 @@ def build(
                 info.mode = 0o644
                 info.mtime = 0
                 tar.addfile(info, io.BytesIO(files[name]))
-    out_dir = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(prefix='.bundle-', dir=out_dir)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(raw.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_file(output, raw.getvalue())
     return json.loads(files['.manifest'])

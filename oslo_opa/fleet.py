@@ -35,12 +35,11 @@ import collections
 import concurrent.futures
 import dataclasses
 import json
-import os
-import tempfile
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from oslo_opa import atomic
 from oslo_opa.opa_rest import OpaError, call, error_line
 
 
@@ -176,17 +175,8 @@ def write_status_file(path: str, bundles: dict[str, dict[str, Any]]) -> None:
     ``message`` and ``errors`` (a list of strings or ``{"message":
     ...}``).  Atomic: a reader sees the old file or the new one.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.status-', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump({'bundles': bundles}, f, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    text = json.dumps({'bundles': bundles}, indent=1, sort_keys=True)
+    atomic.write_file(path, text.encode('utf-8'))
 
 
 READERS: dict[str, Callable[[str, Any], Instance]] = {

@@ -4,28 +4,17 @@ that polls a bundle server."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from typing import Any
 
+from oslo_opa import atomic
 from oslo_opa.cli.common import EXIT_OK, UsageError
 
 
 def _write(path: str, text: str) -> None:
-    """Replace path atomically: OPA never reads half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.opa-config-', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        # Nothing secret is inlined, so OPA's user may read it.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Replace path atomically: OPA never reads half a file.  Nothing
+    secret is inlined, so OPA's user may read it (0644)."""
+    atomic.write_file(path, text.encode('utf-8'))
 
 
 def _opa_config(args: argparse.Namespace) -> int:

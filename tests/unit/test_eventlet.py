@@ -49,11 +49,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_greenthreads_decide_like_one_thread(tmp_path):
-    out = str(tmp_path / 'opa')
-    convert(out, policy_files=[corpus.policy_file('keystone')])
+def _run(script, *args):
+    """script's last line of output, as JSON, from a fresh process."""
     proc = subprocess.run(
-        [sys.executable, '-c', SCRIPT, out],
+        [sys.executable, '-c', script, *args],
         capture_output=True,
         text=True,
         check=False,
@@ -61,7 +60,13 @@ def test_greenthreads_decide_like_one_thread(tmp_path):
         env={**os.environ, 'PYTHONWARNINGS': 'ignore'},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_greenthreads_decide_like_one_thread(tmp_path):
+    out = str(tmp_path / 'opa')
+    convert(out, policy_files=[corpus.policy_file('keystone')])
+    result = _run(SCRIPT, out)
     assert len(result['green']) == 1500
     assert result['green'] == result['serial']
     # Both decisions occurred, so equal lists say something.
@@ -109,16 +114,7 @@ def test_shadow_mode_and_decision_logs_under_eventlet(tmp_path):
     out = str(tmp_path / 'opa')
     log = str(tmp_path / 'decisions.log')
     convert(out, policy_files=[corpus.policy_file('keystone')])
-    proc = subprocess.run(
-        [sys.executable, '-c', ROLLOUT_SCRIPT, out, log],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env={**os.environ, 'PYTHONWARNINGS': 'ignore'},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = _run(ROLLOUT_SCRIPT, out, log)
     assert result['flushed']
     assert result['compared'] == 200 and result['mismatches'] == 0
     assert True in result['got'] and False in result['got']
