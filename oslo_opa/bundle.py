@@ -13,6 +13,14 @@
     Overlays go in under ``overlay/``, with the root ``oslo_opa/overlay``:
     in one OPA they apply to every service, so they ship in one bundle.
     Each service's bundle also carries its batch rule (``batch.py``).
+
+    A bundle with the library (``library='include'``) also carries the
+    conversion's ``manifest.json`` and, with ``prebuilt``, its compiled
+    fast bundles (``bundles/*.rbb``), so that the same file serves OPA
+    and the embedded driver (``bundle_url``, ``bundle_fetch.py``).  OPA
+    ignores both: in a bundle only ``data.json``/``data.yaml`` files are
+    data (checked with OPA 1.22: ``opa run --bundle`` and ``opa build
+    -b`` load neither, and the roots need not cover them).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ OVERLAY_ROOT = 'oslo_opa/overlay'
 # Where overlay files go in a bundle, and under a push's ids.
 OVERLAY_DIR = 'overlay'
 LIBRARY_MODES = ('include', 'exclude', 'only')
+PREBUILT_DIR = 'bundles/'
 _PACKAGE = re.compile(r'^[ \t]*package[ \t]+([^\s#]+)', re.MULTILINE)
 
 
@@ -99,11 +108,14 @@ def bundle_files(
     data_paths: Sequence[str] = (),
     revision: str | None = None,
     overlays: Overlays | None = None,
+    prebuilt: bool = False,
 ) -> dict[str, bytes]:
     """The files of directory's bundle, ``.manifest`` included.
 
     overlays go in under ``overlay/`` (root ``oslo_opa/overlay``), with
     any library mode: one OPA serving several services holds one set.
+    With the library, ``manifest.json`` goes in too (for the embedded
+    driver) and, with prebuilt, the fast bundles it lists.
 
     :raises PolicyLoadError: not a converted directory, unreadable data,
         overlays given for a conversion whose rules do not consult them.
@@ -152,9 +164,15 @@ def bundle_files(
             roots.extend([key] for key in data)
     if not files:
         raise PolicyLoadError(f'{directory}: no Rego modules to bundle')
+    if library == 'include':
+        files.update(_embedded_files(directory, manifest, prebuilt))
     if revision is None:
         digest = hashlib.sha256()
         for name in sorted(files):
+            if name.startswith(PREBUILT_DIR):
+                # Derived from the modules, and manifest.json holds their
+                # SHA-256: with or without them, the same revision.
+                continue
             digest.update(name.encode('utf-8') + b'\0')
             digest.update(files[name] + b'\0')
         label = (
@@ -179,6 +197,28 @@ def bundle_files(
     return files
 
 
+def _embedded_files(
+    directory: str, manifest: manifest_mod.Manifest, prebuilt: bool
+) -> dict[str, bytes]:
+    """What the embedded driver needs beside the modules: manifest.json
+    and (prebuilt) the fast bundles it lists."""
+    names = [manifest_mod.MANIFEST]
+    if prebuilt:
+        names += sorted(
+            str(entry['file'])
+            for entry in (manifest.prebuilt.get('fast') or {}).values()
+        )
+    found = {}
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            with open(path, 'rb') as f:
+                found[name] = f.read()
+        except OSError as e:
+            raise PolicyLoadError(f'{path}: cannot read: {e}') from e
+    return found
+
+
 def build(
     directory: str,
     output: str,
@@ -187,6 +227,7 @@ def build(
     revision: str | None = None,
     validate: bool = True,
     overlays: Overlays | None = None,
+    prebuilt: bool = False,
 ) -> dict[str, Any]:
     """Write directory's bundle to output (atomically); its manifest.
 
@@ -197,7 +238,9 @@ def build(
     """
     if validate:
         check_compiles(directory, load_data(data_paths), overlays)
-    files = bundle_files(directory, library, data_paths, revision, overlays)
+    files = bundle_files(
+        directory, library, data_paths, revision, overlays, prebuilt
+    )
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as gz:
         with tarfile.open(

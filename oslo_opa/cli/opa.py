@@ -37,6 +37,7 @@ def _bundle(args: argparse.Namespace) -> int:
         data_paths=args.data or (),
         revision=args.revision,
         overlays=overlays,
+        prebuilt=args.prebuilt,
     )
     print(
         f'wrote {args.output}: revision {built["revision"]}, roots '
@@ -206,6 +207,15 @@ def add_commands(sub: Any) -> None:
     )
     bun.add_argument(
         '--revision', help='revision to record (default: content hash)'
+    )
+    bun.add_argument(
+        '--prebuilt',
+        action='store_true',
+        help='also carry the fast bundles the conversion compiled '
+        '(bundles/*.rbb, megabytes) for embedded drivers polling the '
+        'bundle (bundle_url) with the same regopy: they then load rather '
+        'than compile them. OPA ignores them, as it ignores the '
+        'manifest.json every bundle with the library carries.',
     )
     add_overlay_args(bun, data=False)
     bun.set_defaults(func=_bundle)
