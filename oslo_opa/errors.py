@@ -33,3 +33,10 @@ class PolicyLoadError(OsloOpaError):
     def __init__(self, message: str, first: str | None = None) -> None:
         super().__init__(message)
         self.first = first
+
+
+class BundleSignatureError(OsloOpaError):
+    """An OPA bundle signature that cannot be made or does not verify.
+
+    The message is one line naming the file, claim or key at fault.
+    """
