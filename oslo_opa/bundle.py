@@ -33,7 +33,7 @@ import os
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from oslo_opa import batch
@@ -219,6 +219,23 @@ def _embedded_files(
     return found
 
 
+def tarball(files: Mapping[str, bytes]) -> bytes:
+    """files (name -> content) as a bundle's ``.tar.gz``, the same bytes
+    for the same files."""
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as gz:
+        with tarfile.open(
+            fileobj=gz, mode='w', format=tarfile.PAX_FORMAT
+        ) as tar:
+            for name in sorted(files):
+                info = tarfile.TarInfo(name)
+                info.size = len(files[name])
+                info.mode = 0o644
+                info.mtime = 0
+                tar.addfile(info, io.BytesIO(files[name]))
+    return raw.getvalue()
+
+
 def build(
     directory: str,
     output: str,
@@ -241,22 +258,12 @@ def build(
     files = bundle_files(
         directory, library, data_paths, revision, overlays, prebuilt
     )
-    raw = io.BytesIO()
-    with gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as gz:
-        with tarfile.open(
-            fileobj=gz, mode='w', format=tarfile.PAX_FORMAT
-        ) as tar:
-            for name in sorted(files):
-                info = tarfile.TarInfo(name)
-                info.size = len(files[name])
-                info.mode = 0o644
-                info.mtime = 0
-                tar.addfile(info, io.BytesIO(files[name]))
+    raw = tarball(files)
     out_dir = os.path.dirname(os.path.abspath(output))
     fd, tmp = tempfile.mkstemp(prefix='.bundle-', dir=out_dir)
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(raw.getvalue())
+            f.write(raw)
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
     except BaseException:

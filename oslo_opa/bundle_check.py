@@ -117,6 +117,22 @@ def check(
     )
 
 
+def key_alg(key: bytes) -> str:
+    """The algorithm a verification key file implies: HS256 for a secret,
+    RS256 for an RSA key, ES256/384/512 for an EC key by its curve (the
+    defaults of ``opa build --signing-alg`` for each kind of key)."""
+    if not key.lstrip().startswith(b'-----BEGIN'):
+        return 'HS256'
+    from oslo_opa import bundle_keys
+
+    try:
+        public = bundle_keys.verifying_key(key, 'ES256')
+    except OsloOpaError:
+        return 'RS256'  # not EC: RSA, or refused by verify_files
+    size = getattr(getattr(public, 'curve', None), 'key_size', 256)
+    return {384: 'ES384', 521: 'ES512'}.get(size, 'ES256')
+
+
 def _check_signature(
     files: Mapping[str, bytes], key: bytes | None, alg: str | None
 ) -> bool:
@@ -132,7 +148,7 @@ def _check_signature(
     from oslo_opa import bundle_signing
 
     try:
-        bundle_signing.verify_files(files, key, alg=alg)
+        bundle_signing.verify_files(files, key, alg=alg or key_alg(key))
     except OsloOpaError as e:
         raise BundleRefused(f'bad signature: {e}') from e
     return True
