@@ -18,6 +18,7 @@ import io
 import posixpath
 import tarfile
 import time
+from collections.abc import Iterator
 
 import requests
 
@@ -85,7 +86,7 @@ class Fetcher:
                 if declared and declared.isdigit():
                     self._bounded(int(declared))
                 body = bytearray()
-                for chunk in resp.iter_content(_CHUNK):
+                for chunk in _chunks(resp):
                     body += chunk
                     self._bounded(len(body))
                     if time.monotonic() > deadline:
@@ -112,6 +113,21 @@ class Fetcher:
         session, self._session = self._session, None
         if session is not None:
             session.close()
+
+
+def _chunks(resp: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: one socket read per chunk (urllib3 2's
+    read1), so the deadline is checked however slowly bytes come;
+    iter_content waits to fill a whole chunk."""
+    read1 = getattr(resp.raw, 'read1', None)
+    if read1 is None:
+        yield from resp.iter_content(1024)
+        return
+    while True:
+        chunk = read1(_CHUNK)
+        if not chunk:
+            return
+        yield chunk
 
 
 def _short(err: Exception) -> str:
