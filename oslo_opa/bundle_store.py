@@ -147,6 +147,7 @@ class BundleStore:
             _write_atomic(
                 self._path(STATUS_DIR, f'{os.getpid()}.json'),
                 json.dumps(doc, indent=1, sort_keys=True).encode('utf-8'),
+                sync=False,  # advisory, rewritten at every poll
             )
         except OSError:
             pass
@@ -174,15 +175,18 @@ def _holds(directory: str, files: Mapping[str, bytes]) -> bool:
     return seen == len(files)
 
 
-def _write_atomic(path: str, content: bytes) -> None:
+def _write_atomic(path: str, content: bytes, sync: bool = True) -> None:
     fd, tmp = tempfile.mkstemp(
         prefix='.tmp-', dir=os.path.dirname(path) or '.'
     )
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                # What a restart relies on must be on disk before the
+                # rename makes it current.
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

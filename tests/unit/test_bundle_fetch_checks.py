@@ -47,9 +47,7 @@ def test_roots_cover_modules_and_data_as_opa_checks():
         bundle_check.check(_files(['p', 'p/a']))
     # A root is a path prefix by segments, not by characters.
     with pytest.raises(bundle_check.BundleRefused, match='package pp.a'):
-        bundle_check.check(
-            _files(['p'], **{'pp__a.rego': b'package pp.a\n'})
-        )
+        bundle_check.check(_files(['p'], **{'pp__a.rego': b'package pp.a\n'}))
 
 
 def test_package_paths_read_as_opa_reads_them():
