@@ -148,6 +148,11 @@ class BundlePoller:
         self._thread = None
         self._start_lock = threading.Lock()
         self.fetcher._session = None
+        lock = getattr(self.driver, '_reload_lock', None)
+        if lock is not None and lock.locked():
+            # Held by the parent's poller, mid-activation: that thread
+            # does not exist here and would never release it.
+            self.driver._reload_lock = threading.Lock()
 
     def wait_activated(self, timeout: float | None = None) -> bool:
         """Wait until a bundle is in force (True) or timeout."""

@@ -405,3 +405,62 @@ def test_read_tarball_refuses_what_opa_would_not_unpack():
     dot = tarfile.TarInfo('./a/b.rego')
     dot.size = 1
     assert bundle_fetch.read_tarball(tgz((dot, b'x'))) == {'a/b.rego': b'x'}
+
+
+EVENTLET_CHILD = """
+import json, os, sys, time, warnings
+warnings.simplefilter('ignore')
+import eventlet
+eventlet.monkey_patch()
+from oslo_opa.drivers.base import Settings
+from oslo_opa.drivers.embedded import EmbeddedDriver
+from tests.unit.test_bundle_fetch import _decisions
+
+url, cache, ready = sys.argv[1:]
+driver = EmbeddedDriver(Settings(options={
+    'bundle_url': url, 'bundle_cache_dir': cache,
+    'bundle_polling_interval': 0.05}))
+assert driver.poller.wait_activated(30)
+first = _decisions(driver)
+open(ready, 'w').close()
+seen = set()
+def decide():
+    while driver.generation < 2:
+        seen.add(_decisions(driver))
+        eventlet.sleep(0)
+pool = eventlet.GreenPool(8)
+for _ in range(8):
+    pool.spawn(decide)
+pool.waitall()
+print(json.dumps({'first': first, 'last': _decisions(driver)}))
+"""
+
+
+def test_polls_in_a_green_thread_under_eventlet(built, server, tmp_path):
+    pytest.importorskip('eventlet')
+    server.publish(bundle.tarball(built['rev1']))
+    ready = tmp_path / 'ready'
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            EVENTLET_CHILD,
+            server.url,
+            str(tmp_path / 'cache'),
+            str(ready),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
+    try:
+        assert _wait(ready.exists, 60)
+        server.publish(bundle.tarball(built['rev2']))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got['first'] == [True, True]
+    assert got['last'] == [False, False]
