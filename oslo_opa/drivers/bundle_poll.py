@@ -134,8 +134,12 @@ class BundlePoller:
             if self._stop.wait(delay):
                 return
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop polling; remove this process's status file."""
+    def close(self, timeout: float = 0.1) -> None:
+        """Stop polling; remove this process's status file.
+
+        Called on the request path when the configuration changes: a
+        download in progress is not waited for (its thread exits after
+        it, without writing a status)."""
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -329,7 +333,8 @@ class BundlePoller:
         }
 
     def _write_status(self) -> None:
-        self.store.write_status(self.status())
+        if not self._stop.is_set():
+            self.store.write_status(self.status())
 
 
 def from_settings(
