@@ -24,9 +24,35 @@ def _check_overlays(args: argparse.Namespace, overlays: Any) -> None:
     warn(overlays.check(found.rules, found.package_prefix, args.strict))
 
 
+def _signing(args: argparse.Namespace) -> dict[str, Any]:
+    """bundle.build's signing arguments from --signing-key and co."""
+    if not args.signing_key:
+        given = [
+            flag
+            for flag, value in (
+                ('--signing-alg', args.signing_alg),
+                ('--key-id', args.key_id),
+                ('--scope', args.scope),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(f'{", ".join(given)} needs --signing-key')
+        return {}
+    from oslo_opa import bundle_signing
+
+    return {
+        'signing_key': bundle_signing.read_key(args.signing_key),
+        'signing_alg': args.signing_alg or bundle_signing.DEFAULT_ALG,
+        'key_id': args.key_id,
+        'scope': args.scope,
+    }
+
+
 def _bundle(args: argparse.Namespace) -> int:
     from oslo_opa import bundle
 
+    signing = _signing(args)
     overlays = overlays_of(args, embedded=False)
     if overlays is not None:
         _check_overlays(args, overlays)
@@ -38,10 +64,16 @@ def _bundle(args: argparse.Namespace) -> int:
         revision=args.revision,
         overlays=overlays,
         prebuilt=args.prebuilt,
+        **signing,
     )
+    signed = ''
+    if signing:
+        signed = f'; signed with {signing["signing_alg"]}'
+        if signing['key_id']:
+            signed += f', key id {signing["key_id"]}'
     print(
         f'wrote {args.output}: revision {built["revision"]}, roots '
-        f'{", ".join(built["roots"])}'
+        f'{", ".join(built["roots"])}{signed}'
     )
     return EXIT_OK
 
@@ -175,6 +207,30 @@ def _opa_client_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _signing_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--signing-key',
+        metavar='FILE',
+        help='sign the bundle as opa build --signing-key does: a PEM '
+        'private key (RSA or EC), or a file holding the HMAC secret (its '
+        'bytes as they are, as OPA reads it)',
+    )
+    parser.add_argument(
+        '--signing-alg',
+        metavar='ALG',
+        help='RS256 (default), ES256, HS256, or another JWT algorithm OPA '
+        'knows (RS/PS/ES/HS 256, 384, 512)',
+    )
+    parser.add_argument(
+        '--key-id',
+        metavar='ID',
+        help="the key's id in OPA's keys config (the JWT's kid)",
+    )
+    parser.add_argument(
+        '--scope', help='the scope claim OPA is configured to require'
+    )
+
+
 def add_commands(sub: Any) -> None:
     """The bundle, push and status subcommands."""
     bun = sub.add_parser(
@@ -217,6 +273,7 @@ def add_commands(sub: Any) -> None:
         'than compile them. OPA ignores them, as it ignores the '
         'manifest.json every bundle with the library carries.',
     )
+    _signing_args(bun)
     add_overlay_args(bun, data=False)
     bun.set_defaults(func=_bundle)
 

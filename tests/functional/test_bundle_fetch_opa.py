@@ -1,6 +1,6 @@
 """One bundle file for OPA and the embedded driver (issue 12).
 
-``oslo-opa bundle --prebuilt``, signed: OPA 1.22 loads it with ``opa run
+``oslo-opa bundle --prebuilt --signing-key``: OPA 1.22 loads it with ``opa run
 --server --bundle FILE --verification-key`` (its manifest.json and
 bundles/*.rbb are no data to it, the roots are unchanged) and ``opa
 build -b`` rebuilds it; the embedded driver downloads the same bytes
@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from oslo_opa import bundle, bundle_fetch, bundle_signing, decider
+from oslo_opa import bundle, bundle_fetch, decider
 from oslo_opa.convert import convert, load_rule_table
 from tests import corpus
 from tests.bundle_server import BundleServer
@@ -42,10 +42,9 @@ def signed(tmp_path_factory):
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    files = bundle.bundle_files(directory, prebuilt=True)
-    files['.signatures.json'] = bundle_signing.sign_files(files, private)
+    # As oslo-opa bundle --prebuilt --signing-key writes it.
     path = root / 'bundle.tar.gz'
-    path.write_bytes(bundle.tarball(files))
+    bundle.build(directory, str(path), prebuilt=True, signing_key=private)
     return root, str(path), str(public)
 
 
