@@ -132,3 +132,35 @@ def test_one_bundle_file_serves_opa_and_the_embedded_driver(tmp_path):
     assert set(rbb) <= set(checked.files)
     for mode in ('exclude', 'only'):
         assert 'manifest.json' not in bundle.bundle_files(directory, mode)
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), '..', 'fixtures', 'signed')
+
+
+@pytest.mark.parametrize(
+    'name, key',
+    [
+        ('rs256', 'rs256.pub.pem'),
+        ('es256', 'es256.pub.pem'),
+        ('hs256', 'hs256.secret'),
+    ],
+)
+def test_the_key_file_alone_verifies_what_opa_signed(name, key):
+    """opa build --signing-key wrote these (tests/fixtures/signed): the
+    algorithm follows from the key file; the signature passes and the
+    bundle is refused only for what opa build left out (manifest.json),
+    and with another key, for the signature."""
+    from oslo_opa import bundle_fetch, bundle_signing
+
+    with open(os.path.join(FIXTURES, f'{name}.tar.gz'), 'rb') as f:
+        files = bundle_fetch.read_tarball(f.read())
+    secret = bundle_signing.read_key(os.path.join(FIXTURES, 'keys', key))
+    assert bundle_check.key_alg(secret) == name.upper()
+    with pytest.raises(bundle_check.BundleRefused, match='no manifest.json'):
+        bundle_check.check(files, secret)
+    other = bundle_signing.read_key(
+        os.path.join(FIXTURES, 'keys', 'rs256.pub.pem')
+    )
+    if name != 'rs256':
+        with pytest.raises(bundle_check.BundleRefused, match='signature'):
+            bundle_check.check(files, other)
