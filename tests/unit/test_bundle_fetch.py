@@ -464,3 +464,47 @@ def test_polls_in_a_green_thread_under_eventlet(built, server, tmp_path):
     got = json.loads(out.strip().splitlines()[-1])
     assert got['first'] == [True, True]
     assert got['last'] == [False, False]
+
+
+def test_metrics_and_decision_logs_follow_the_bundle_in_force(
+    built, server, tmp_path
+):
+    from oslo_opa import decider, metrics
+    from tests.unit.test_metrics import families, value
+
+    def in_force():
+        return {
+            s.labels['revision']
+            for s in families()['oslo_opa_policy_revision_info'].samples
+            if s.labels['driver'] == 'embedded' and s.value == 1
+        }
+
+    metrics.configure('registry')
+    failed = dict(driver='embedded', result='failed')
+    server.publish(bundle.tarball(built['rev1']))
+    made = decider.load(
+        bundle_url=server.url,
+        bundle_cache_dir=str(tmp_path / 'cache'),
+        bundle_polling_interval=0.05,
+    )
+    revisions = [
+        json.loads(built[r]['manifest.json'])['revision']
+        for r in ('rev1', 'rev2')
+    ]
+    try:
+        assert made.driver.poller.wait_activated(10)
+        assert in_force() == {revisions[0]}
+        assert made.revision() == revisions[0]
+        refused = value('oslo_opa_reloads_total', **failed)
+        files = dict(built['rev2'])
+        files['p/extra.rego'] = b'package elsewhere\n'
+        server.publish(bundle.tarball(files))
+        assert _wait(lambda: made.driver.poller.last_error is not None)
+        assert value('oslo_opa_reloads_total', **failed) == refused + 1
+        server.publish(bundle.tarball(built['rev2']))
+        assert _wait(lambda: made.driver.generation == 2)
+        assert in_force() == {revisions[1]}
+        assert made.revision() == revisions[1]
+    finally:
+        made.close()
+        metrics.configure('off')
