@@ -508,3 +508,32 @@ def test_metrics_and_decision_logs_follow_the_bundle_in_force(
     finally:
         made.close()
         metrics.configure('off')
+
+
+def test_a_bundles_overlays_and_data_apply(server, tmp_path):
+    from oslo_opa import overlay
+
+    directory = policies.converted(str(tmp_path), REV1)
+    odir = tmp_path / 'overlays'
+    odir.mkdir()
+    (odir / 'freeze.rego').write_text(
+        'package oslo_opa.overlay\n\n'
+        'deny["delete_thing"] contains "frozen" if data.freeze.on\n'
+    )
+    data = tmp_path / 'freeze.json'
+    data.write_text('{"freeze": {"on": true}}')
+    path = tmp_path / 'b.tar.gz'
+    bundle.build(
+        directory,
+        str(path),
+        data_paths=[str(data)],
+        overlays=overlay.load([str(odir)], embedded=False),
+    )
+    server.publish(path.read_bytes())
+    driver = _driver(server, tmp_path)
+    try:
+        assert driver.poller.wait_activated(10)
+        assert _decisions(driver) == (True, False)
+        assert 'freeze' in driver.bundle_status()['active']['roots']
+    finally:
+        driver.close()
