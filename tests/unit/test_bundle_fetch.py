@@ -537,3 +537,19 @@ def test_a_bundles_overlays_and_data_apply(server, tmp_path):
         assert 'freeze' in driver.bundle_status()['active']['roots']
     finally:
         driver.close()
+
+
+def test_a_server_without_etags_costs_downloads_not_activations(
+    built, server, tmp_path
+):
+    server.mode = 'noetag'
+    server.publish(bundle.tarball(built['rev1']))
+    driver = _driver(server, tmp_path)
+    try:
+        assert driver.poller.wait_activated(10)
+        assert _wait(lambda: server.count(200) >= 4)
+        assert server.count(304) == 0
+        assert driver.generation == 1
+        assert driver.poller.last_error is None
+    finally:
+        driver.close()
