@@ -557,3 +557,37 @@ def test_a_server_without_etags_costs_downloads_not_activations(
         assert driver.poller.last_error is None
     finally:
         driver.close()
+
+
+def test_a_service_enforcer_follows_the_bundle(built, server, tmp_path):
+    """oslo.policy's Enforcer with the delegation file and [oslo_opa]
+    bundle_url (no rego_path), as a service is configured."""
+    from oslo_opa import check
+    from tests.unit.test_runtime import service
+
+    (tmp_path / 'svc').mkdir()
+    directory = policies.converted(str(tmp_path / 'svc'), REV1)
+    server.publish(bundle.tarball(built['rev1']))
+    check.reset()
+    enforcer = service(
+        None,
+        delegation=os.path.join(directory, 'policy.yaml'),
+        bundle_url=server.url,
+        bundle_cache_dir=str(tmp_path / 'cache'),
+        bundle_polling_interval=0.1,
+    )
+    try:
+
+        def enforced():
+            return tuple(
+                enforcer.enforce(rule, TARGET, ADMIN)
+                for rule in ('get_thing', 'delete_thing')
+            )
+
+        # Decisions deny (failure_mode) until the first bundle is in
+        # force; the download happens in the background.
+        assert _wait(lambda: enforced() == (True, True))
+        server.publish(bundle.tarball(built['rev2']))
+        assert _wait(lambda: enforced() == (False, False))
+    finally:
+        check.reset()
