@@ -187,20 +187,15 @@ class BundlePoller:
             got = self.fetcher.get(etag)
         except bundle_fetch.FetchError as e:
             return self._failed(f'cannot download it: {e}')
-        if got.raw is None:
-            # 304: still the bundle in force, or still the refused one.
-            if refused is None:
-                self._ok()
-            self._write_status()
-            return False
-        sha = digest(got.raw)
-        if sha == self.active.get('sha256'):
-            self.active['etag'] = got.etag
-            self._refused = None
+        sha = None if got.raw is None else digest(got.raw)
+        if refused is not None and (sha is None or sha == refused[1]):
+            # Still the refused bundle (a 304 for its ETag, or the same
+            # bytes from a server without ETags): still refused.
+            return self._failed(f'refused: {refused[3]}')
+        if sha is None or sha == self.active.get('sha256'):
+            # Still the bundle in force.
+            self.active['etag'] = got.etag or self.active.get('etag')
             self._ok()
-            self._write_status()
-            return False
-        if refused is not None and sha == refused[1]:
             self._write_status()
             return False
         try:
@@ -209,10 +204,16 @@ class BundlePoller:
             )
             directory = self.store.write_out(sha, checked.files)
             self.driver.activate_bundle(directory)
-        except (OsloOpaError, OSError) as e:
+        except OSError as e:
+            # The cache directory (full, not writable): not the bundle's
+            # fault, so tried again at the next poll.
+            return self._failed(
+                f'cannot be written to {self.store.directory}: {e}'
+            )
+        except OsloOpaError as e:
             self._refused = (got.etag, sha, key, str(e))
             metrics.reload(False, metrics.driver_label(self.driver))
-            return self._failed(f'refused: {e}', refused_bundle=True)
+            return self._failed(f'refused: {e}')
         self._activated_now(sha, got.etag, checked, 'download')
         try:
             self.store.commit(got.raw, self.active)
@@ -299,7 +300,7 @@ class BundlePoller:
         self._logged = None
         self.last_error = self.last_error_at = None
 
-    def _failed(self, reason: str, refused_bundle: bool = False) -> bool:
+    def _failed(self, reason: str) -> bool:
         self.last_error, self.last_error_at = reason, _now()
         in_force = self.active.get('revision')
         keeps = (

@@ -591,3 +591,27 @@ def test_a_service_enforcer_follows_the_bundle(built, server, tmp_path):
         assert _wait(lambda: enforced() == (False, False))
     finally:
         check.reset()
+
+
+def test_a_cache_it_cannot_write_is_retried_not_held_against_the_bundle(
+    built, server, tmp_path
+):
+    server.publish(bundle.tarball(built['rev1']))
+    driver = _driver(server, tmp_path)
+    cache = tmp_path / 'cache'
+    try:
+        assert driver.poller.wait_activated(10)
+        # A file where the directory should be (root ignores modes);
+        # renamed away, as the poller may be writing its status.
+        os.rename(cache, tmp_path / 'moved')
+        cache.write_text('in the way')
+        server.publish(bundle.tarball(built['rev2']))
+        assert _wait(lambda: driver.poller.last_error is not None)
+        assert 'cannot be written to' in driver.poller.last_error
+        assert driver.generation == 1
+        cache.unlink()
+        assert _wait(lambda: driver.generation == 2)
+        # Kept once in force (just after).
+        assert _wait((cache / 'active.json').exists)
+    finally:
+        driver.close()
