@@ -13,6 +13,15 @@
     Overlays go in under ``overlay/``, with the root ``oslo_opa/overlay``:
     in one OPA they apply to every service, so they ship in one bundle.
     Each service's bundle also carries its batch rule (``batch.py``).
+
+    A bundle with the library (``library='include'``) also carries the
+    conversion's ``manifest.json`` and, with ``prebuilt``, its compiled
+    fast bundles (``bundles/*.rbb``), so that the same file serves OPA
+    and the embedded driver (``bundle_url``, ``bundle_fetch.py``).  OPA
+    ignores both: in a bundle only ``data.json``/``data.yaml`` files are
+    data (checked with OPA 1.22: ``opa run --bundle`` and ``opa build
+    -b`` load neither, and the roots need not cover them).
+
     Given a signing key, it is signed as ``opa build --signing-key``
     signs (``bundle_signing``): a ``.signatures.json`` that ``opa run
     --verification-key`` checks before activating it.
@@ -27,7 +36,7 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from oslo_opa import atomic, batch
@@ -42,6 +51,7 @@ OVERLAY_ROOT = 'oslo_opa/overlay'
 # Where overlay files go in a bundle, and under a push's ids.
 OVERLAY_DIR = 'overlay'
 LIBRARY_MODES = ('include', 'exclude', 'only')
+PREBUILT_DIR = 'bundles/'
 _PACKAGE = re.compile(r'^[ \t]*package[ \t]+([^\s#]+)', re.MULTILINE)
 
 
@@ -101,11 +111,14 @@ def bundle_files(
     data_paths: Sequence[str] = (),
     revision: str | None = None,
     overlays: Overlays | None = None,
+    prebuilt: bool = False,
 ) -> dict[str, bytes]:
     """The files of directory's bundle, ``.manifest`` included.
 
     overlays go in under ``overlay/`` (root ``oslo_opa/overlay``), with
     any library mode: one OPA serving several services holds one set.
+    With the library, ``manifest.json`` goes in too (for the embedded
+    driver) and, with prebuilt, the fast bundles it lists.
 
     :raises PolicyLoadError: not a converted directory, unreadable data,
         overlays given for a conversion whose rules do not consult them.
@@ -154,9 +167,15 @@ def bundle_files(
             roots.extend([key] for key in data)
     if not files:
         raise PolicyLoadError(f'{directory}: no Rego modules to bundle')
+    if library == 'include':
+        files.update(_embedded_files(directory, manifest, prebuilt))
     if revision is None:
         digest = hashlib.sha256()
         for name in sorted(files):
+            if name.startswith(PREBUILT_DIR):
+                # Derived from the modules, and manifest.json holds their
+                # SHA-256: with or without them, the same revision.
+                continue
             digest.update(name.encode('utf-8') + b'\0')
             digest.update(files[name] + b'\0')
         label = (
@@ -181,40 +200,31 @@ def bundle_files(
     return files
 
 
-def build(
-    directory: str,
-    output: str,
-    library: str = 'include',
-    data_paths: Sequence[str] = (),
-    revision: str | None = None,
-    validate: bool = True,
-    overlays: Overlays | None = None,
-    signing_key: bytes | None = None,
-    signing_alg: str = 'RS256',
-    key_id: str | None = None,
-    scope: str | None = None,
-) -> dict[str, Any]:
-    """Write directory's bundle to output (atomically); its manifest.
-
-    signing_key (PEM private key, or HMAC secret) signs it with
-    signing_alg, naming key_id and scope (``bundle_signing.sign_files``).
-    The same input always gives the same bytes (but for an ECDSA
-    signature, random by design).
-
-    :raises PolicyLoadError: not a converted directory, or it does not
-        compile (validate).
-    :raises BundleSignatureError: a key that cannot sign.
-    """
-    if validate:
-        check_compiles(directory, load_data(data_paths), overlays)
-    files = bundle_files(directory, library, data_paths, revision, overlays)
-    if signing_key is not None:
-        # Imported here: only signed bundles need PyJWT and cryptography.
-        from oslo_opa import bundle_signing
-
-        files[bundle_signing.SIGNATURES_FILE] = bundle_signing.sign_files(
-            files, signing_key, signing_alg, key_id, scope
+def _embedded_files(
+    directory: str, manifest: manifest_mod.Manifest, prebuilt: bool
+) -> dict[str, bytes]:
+    """What the embedded driver needs beside the modules: manifest.json
+    and (prebuilt) the fast bundles it lists."""
+    names = [manifest_mod.MANIFEST]
+    if prebuilt:
+        names += sorted(
+            str(entry['file'])
+            for entry in (manifest.prebuilt.get('fast') or {}).values()
         )
+    found = {}
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            with open(path, 'rb') as f:
+                found[name] = f.read()
+        except OSError as e:
+            raise PolicyLoadError(f'{path}: cannot read: {e}') from e
+    return found
+
+
+def tarball(files: Mapping[str, bytes]) -> bytes:
+    """files (name -> content) as a bundle's ``.tar.gz``, the same bytes
+    for the same files."""
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as gz:
         with tarfile.open(
@@ -226,5 +236,46 @@ def build(
                 info.mode = 0o644
                 info.mtime = 0
                 tar.addfile(info, io.BytesIO(files[name]))
-    atomic.write_file(output, raw.getvalue())
+    return raw.getvalue()
+
+
+def build(
+    directory: str,
+    output: str,
+    library: str = 'include',
+    data_paths: Sequence[str] = (),
+    revision: str | None = None,
+    validate: bool = True,
+    overlays: Overlays | None = None,
+    prebuilt: bool = False,
+    signing_key: bytes | None = None,
+    signing_alg: str = 'RS256',
+    key_id: str | None = None,
+    scope: str | None = None,
+) -> dict[str, Any]:
+    """Write directory's bundle to output (atomically); its manifest.
+
+    signing_key (PEM private key, or HMAC secret) signs it with
+    signing_alg, naming key_id and scope (``bundle_signing.sign_files``):
+    every file, manifest.json and the prebuilt fast bundles included.
+    The same input always gives the same bytes (but for an ECDSA
+    signature, random by design).
+
+    :raises PolicyLoadError: not a converted directory, or it does not
+        compile (validate).
+    :raises BundleSignatureError: a key that cannot sign.
+    """
+    if validate:
+        check_compiles(directory, load_data(data_paths), overlays)
+    files = bundle_files(
+        directory, library, data_paths, revision, overlays, prebuilt
+    )
+    if signing_key is not None:
+        # Imported here: only signed bundles need PyJWT and cryptography.
+        from oslo_opa import bundle_signing
+
+        files[bundle_signing.SIGNATURES_FILE] = bundle_signing.sign_files(
+            files, signing_key, signing_alg, key_id, scope
+        )
+    atomic.write_file(output, tarball(files))
     return json.loads(files['.manifest'])

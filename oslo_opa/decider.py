@@ -417,6 +417,7 @@ def from_conf(conf: Any) -> Decider:
         strict_builtin_errors=group.strict_builtin_errors,
         log=logs.from_conf(group, getattr(conf, 'project', None)),
         **{name: group[name] for name in opts.HTTP_OPTION_NAMES},
+        **{name: group[name] for name in opts.BUNDLE_OPTION_NAMES},
     )
     if made.log is not None:
         made.log.revision = made.revision

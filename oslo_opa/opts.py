@@ -300,9 +300,53 @@ _rollout_options = [
     ),
 ]
 
+# The embedded driver following a bundle server (oslo_opa.bundle_fetch,
+# oslo_opa.drivers.bundle_poll).
+_bundle_options = [
+    cfg.StrOpt(
+        'bundle_url',
+        help='driver = embedded (or failure_mode = embedded): download the '
+        'policy from this bundle server URL, the same .tar.gz the OPA '
+        'sidecars poll (written by "oslo-opa bundle" with the library, '
+        'which adds the manifest.json the embedded driver needs), instead '
+        'of reading rego_path. A background thread polls it with '
+        'If-None-Match; a new bundle is checked (signature, roots), '
+        'compiled and put in force in one step; one that fails any check '
+        'is refused and the last good one stays in force. Unset: rego_path '
+        'is read.',
+    ),
+    cfg.StrOpt(
+        'bundle_verification_key',
+        help='bundle_url: the file holding the key that verifies the '
+        "bundle's signature (.signatures.json), as OPA's "
+        '--verification-key: a PEM public key (RS*, PS*, ES*) or the '
+        'HS256 shared secret. Set: an unsigned bundle, a changed, missing '
+        'or extra file, or another key, is refused. Unset: a signed '
+        'bundle is refused (as OPA does).',
+    ),
+    cfg.FloatOpt(
+        'bundle_polling_interval',
+        default=60.0,
+        min=0.1,
+        help='bundle_url: seconds between two downloads (each worker '
+        'process polls; an unchanged bundle costs a 304).',
+    ),
+    cfg.StrOpt(
+        'bundle_cache_dir',
+        help='bundle_url: the directory where the last activated bundle '
+        'is kept (with active.json naming it, and status/<pid>.json per '
+        'process), so that a worker started while the bundle server is '
+        'down starts with the last activated policy. Shared by the '
+        'workers of a host. Default: ~/.cache/oslo-opa/bundles/<digest '
+        "of the URL> in the service user's home (/var/lib/<service> for "
+        'most distributions).',
+    ),
+]
+
 HTTP_OPTION_NAMES = tuple(o.dest for o in _http_options)
 ROLLOUT_OPTION_NAMES = tuple(o.dest for o in _rollout_options)
-_options = _options + _http_options + _rollout_options
+BUNDLE_OPTION_NAMES = tuple(o.dest for o in _bundle_options)
+_options = _options + _http_options + _rollout_options + _bundle_options
 OPTION_NAMES = tuple(o.dest for o in _options)
 
 

@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs='*',
         metavar='SECTION',
         help='convert, load, decide, startup, threads, http, overlay, '
-        'batch, inputs, metrics (default: all)',
+        'batch, inputs, metrics, rollout, bundle (default: all)',
     )
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument(
@@ -530,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         'inputs',
         'metrics',
         'rollout',
+        'bundle',
     ]
     sections = args.sections or known
     unknown = set(sections) - set(known)
@@ -550,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench_http import bench_http
 
             bench_http(work, args.http_services.split(','), args.requests)
+        if 'bundle' in sections:
+            from bench_bundle import bench_bundle
+
+            bench_bundle(work)
         if 'batch' in sections:
             from bench_batch import bench_batch
 

@@ -64,6 +64,7 @@ def _bundle(args: argparse.Namespace) -> int:
         data_paths=args.data or (),
         revision=args.revision,
         overlays=overlays,
+        prebuilt=args.prebuilt,
         **signing,
     )
     signed = ''
@@ -291,6 +292,15 @@ def add_commands(sub: Any) -> None:
     )
     bun.add_argument(
         '--revision', help='revision to record (default: content hash)'
+    )
+    bun.add_argument(
+        '--prebuilt',
+        action='store_true',
+        help='also carry the fast bundles the conversion compiled '
+        '(bundles/*.rbb, megabytes) for embedded drivers polling the '
+        'bundle (bundle_url) with the same regopy: they then load rather '
+        'than compile them. OPA ignores them, as it ignores the '
+        'manifest.json every bundle with the library carries.',
     )
     _signing_args(bun)
     add_overlay_args(bun, data=False)

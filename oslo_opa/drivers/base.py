@@ -151,7 +151,7 @@ class PolicyDirDriver(Driver):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        if not settings.rego_path:
+        if not settings.rego_path and self.needs_rego_path(settings):
             raise PolicyLoadError(
                 '[oslo_opa] rego_path is not set: point it at the '
                 'directory written by oslo-opa convert'
@@ -163,6 +163,11 @@ class PolicyDirDriver(Driver):
         self._error: str | None = None
         self._next_check = 0.0
         self._reload_lock = threading.Lock()
+
+    def needs_rego_path(self, settings: Settings) -> bool:
+        """Whether the policy comes from rego_path (else from elsewhere,
+        a bundle server)."""
+        return True
 
     @abc.abstractmethod
     def load(self) -> Any:
@@ -243,24 +248,29 @@ class PolicyDirDriver(Driver):
                         e,
                     )
                 return
-            for warning in getattr(policy, 'warnings', ()):
-                LOG.warning('oslo.opa: %s', warning)
-            _warn_deprecations(policy.manifest)
-            self._policy = policy
-            self._stamp = current
-            self._failed_stamp = None
-            self._error = None
-            self._generation += 1
+            self._install(policy, current)
             if self._generation > 1:
                 LOG.info(
                     'oslo.opa: reloaded %s (%d rules)',
                     self.settings.rego_path,
                     len(policy.manifest.rules),
                 )
-            metrics.policy_loaded(self, policy)
-            self.loaded(policy)
         finally:
             self._reload_lock.release()
+
+    def _install(self, policy: Any, current: tuple) -> None:
+        """Put policy in force, in one assignment; the caller holds
+        ``_reload_lock`` and passes the stamps policy was loaded at."""
+        for warning in getattr(policy, 'warnings', ()):
+            LOG.warning('oslo.opa: %s', warning)
+        _warn_deprecations(policy.manifest)
+        self._policy = policy
+        self._stamp = current
+        self._failed_stamp = None
+        self._error = None
+        self._generation += 1
+        metrics.policy_loaded(self, policy)
+        self.loaded(policy)
 
     def _current(self) -> Any:
         self._check()
