@@ -318,8 +318,25 @@ class BundlePoller:
         return False
 
     def status(self) -> dict[str, Any]:
-        """What ``status/<pid>.json`` holds (``oslo-opa status --fleet``)."""
+        """What ``status/<pid>.json`` holds: ``bundles``, the section of
+        OPA's ``GET /v1/status`` that ``oslo-opa status --fleet
+        file://...`` reads (the bundle named by the conversion's package
+        prefix, as ``oslo-opa opa-config --bundle`` names a service's),
+        and this poller's own details."""
+        manifest = getattr(self.driver, 'manifest', None)
+        name = manifest.package_prefix if manifest is not None else 'oslo_opa'
+        section: dict[str, Any] = {}
+        if self.active:
+            section['active_revision'] = self.active.get('revision')
+            section['last_successful_activation'] = self.active.get(
+                'activated_at'
+            )
+        if self.last_error:
+            section['code'] = 'bundle_error'
+            section['message'] = self.last_error
+            section['errors'] = [self.last_error]
         return {
+            'bundles': {name: section},
             'url': self.shown_url,
             'host': socket.gethostname(),
             'pid': os.getpid(),

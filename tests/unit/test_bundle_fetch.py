@@ -164,6 +164,13 @@ def test_activates_then_switches_on_publish_never_a_mix(
             (tmp_path / 'cache' / 'status' / f'{os.getpid()}.json').read_text()
         )
         assert on_disk['active']['sha256'] == status['active']['sha256']
+        # oslo-opa status --fleet reads it as it reads an OPA's status.
+        from oslo_opa import fleet
+
+        path = tmp_path / 'cache' / 'status' / f'{os.getpid()}.json'
+        (inst,) = fleet.survey([f'file://{path}'], lambda url: None)
+        assert inst.revisions == {'p': status['active']['revision']}
+        assert not inst.problems
     finally:
         driver.close()
     assert not (tmp_path / 'cache' / 'status' / f'{os.getpid()}.json').exists()
