@@ -51,10 +51,12 @@ def _finish(rego: RegoEnforcement) -> None:
     totals['tests_deciding'] += rego.decisions > 0
     totals['decisions'] += rego.decisions
     totals['differences'].extend(rego.differences)
-    rego.cleanUp()  # raises on a shadow difference: the test errors
+    rego.cleanUp()  # raises on a shadow difference: the test fails
 
 
 def _wrap_setup(test: unittest.TestCase) -> None:
+    # A test run again (stestr --until-failure) is wrapped once.
+    test.__dict__.pop('setUp', None)
     real_setup = test.setUp
 
     def setUp(*args: Any, **kwargs: Any) -> None:
