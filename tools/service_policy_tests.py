@@ -14,8 +14,9 @@ The venv is cached under ``~/.cache/oslo-opa/service-venvs`` (or
 ``$XDG_CACHE_HOME``), keyed by the Python version, the pin, the
 constraints file, oslo.opa's requirements and entry points, and this
 checkout's path (oslo.opa is installed editable from it, so code changes
-need no rebuild).  Exit 3: the venv must be built and the package index
-is unreachable.
+need no rebuild).  The venv's Python is this one, or the newest
+``python3.X`` on PATH when this one is older than cinder supports.  Exit
+3: the venv must be built and the package index is unreachable.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ DEFAULT_TESTS = (
     r'snapshot_metadata|snapshots)\.'
 )
 NO_INDEX_EXIT = 3
+# cinder's Requires-Python; oslo.opa itself runs on 3.10.
+MIN_PYTHON = (3, 11)
 
 # Run by the venv's Python: test id -> status from a subunit v2 stream.
 OUTCOMES = """
@@ -81,9 +84,29 @@ def constraints() -> pathlib.Path:
     return HERE / f'{SERVICE}-{VERSION}-constraints.txt'
 
 
-def venv_key() -> str:
+def interpreter() -> tuple[str, str]:
+    """A Python the service runs on (this one, or a newer python3.X on
+    PATH), and its full version."""
+    candidates = [sys.executable]
+    candidates += [f'python3.{minor}' for minor in range(14, 10, -1)]
+    for name in candidates:
+        path = shutil.which(name) or ''
+        if not path:
+            continue
+        probe = 'import sys; print(sys.version); '
+        probe += f'sys.exit(sys.version_info < {MIN_PYTHON})'
+        found = subprocess.run(
+            [path, '-c', probe], capture_output=True, text=True, check=False
+        )
+        if found.returncode == 0:
+            return path, found.stdout.strip()
+    minimum = '.'.join(map(str, MIN_PYTHON))
+    sys.exit(f'{SERVICE} {VERSION} needs Python {minimum}+: none on PATH')
+
+
+def venv_key(version: str) -> str:
     h = hashlib.sha256()
-    h.update(sys.version.encode())
+    h.update(version.encode())
     h.update(f'{SERVICE}=={VERSION} {TEST_DEPS} {REPO}'.encode())
     for path in (constraints(), REPO / 'requirements.txt', REPO / 'setup.cfg'):
         h.update(path.read_bytes())
@@ -114,7 +137,8 @@ def ensure_venv() -> tuple[pathlib.Path, float]:
     """The cached venv, built when missing, and the seconds it took."""
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    venv = root / f'{SERVICE}-{VERSION}-{venv_key()}'
+    python, version = interpreter()
+    venv = root / f'{SERVICE}-{VERSION}-{venv_key(version)}'
     start = time.monotonic()
     # Two runs at once (tox -e service and the functional test) build
     # the venv once.
@@ -126,7 +150,7 @@ def ensure_venv() -> tuple[pathlib.Path, float]:
             print('the package index is unreachable', file=sys.stderr)
             sys.exit(NO_INDEX_EXIT)
         shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
+        subprocess.run([python, '-m', 'venv', str(venv)], check=True)
         pip(
             venv,
             '-c', str(constraints()),
