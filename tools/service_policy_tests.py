@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys
@@ -169,8 +170,10 @@ def run_pass(
     tests: str,
     concurrency: int,
     rego: bool,
-) -> tuple[dict[str, str], float]:
-    """One stestr run: each test's status, and the wall time."""
+) -> tuple[dict[str, str], float, float]:
+    """One stestr run: each test's status, its wall time and its CPU
+    time (less sensitive than the wall time to the machine's other
+    jobs)."""
     python = str(venv / 'bin' / 'python')
     env = dict(os.environ)
     env.pop('PYTHON', None)
@@ -183,6 +186,7 @@ def run_pass(
     if tests:
         cmd.append(tests)
     start = time.monotonic()
+    cpu = _children_cpu()
     # The tests' own warnings go to a log, shown when the run fails.
     with open(stream, 'wb') as out, open(work / 'log', 'ab') as log:
         # Exit status ignored: failures are outcomes, compared below.
@@ -190,13 +194,20 @@ def run_pass(
             cmd, cwd=work, env=env, stdout=out, stderr=log, check=False
         )
     elapsed = time.monotonic() - start
+    cpu = _children_cpu() - cpu
     parsed = subprocess.run(
         [python, '-c', OUTCOMES, str(stream)],
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(parsed.stdout), elapsed
+    return json.loads(parsed.stdout), elapsed, cpu
+
+
+def _children_cpu() -> float:
+    # stestr waits for its workers, so their time is counted too.
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def totals(directory: pathlib.Path) -> dict:
@@ -247,10 +258,12 @@ def main(argv: list[str] | None = None) -> int:
             f'[DEFAULT]\ntest_path={site}/{TEST_PATH}\ntop_dir={site}\n'
         )
         run = (venv, work)
-        native, native_s = run_pass(*run, 'native', args.tests,
-                                    args.concurrency, rego=False)  # fmt: skip
-        rego, rego_s = run_pass(*run, 'rego', args.tests,
-                                args.concurrency, rego=True)  # fmt: skip
+        native, native_s, native_cpu = run_pass(
+            *run, 'native', args.tests, args.concurrency, rego=False
+        )
+        rego, rego_s, rego_cpu = run_pass(
+            *run, 'rego', args.tests, args.concurrency, rego=True
+        )
         counted = totals(work / 'totals')
         log_tail = (work / 'log').read_text(errors='replace')[-4000:]
 
@@ -276,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         'native_seconds': round(native_s, 1),
         'rego_seconds': round(rego_s, 1),
         'ratio': round(rego_s / native_s, 2) if native_s else None,
+        'native_cpu_seconds': round(native_cpu, 1),
+        'rego_cpu_seconds': round(rego_cpu, 1),
+        'cpu_ratio': round(rego_cpu / native_cpu, 2) if native_cpu else None,
         'tests_deciding': counted['tests_deciding'],
         'decisions': counted['decisions'],
         'shadow_differences': len(counted['differences']),
@@ -293,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f'{SERVICE} {VERSION}: {len(native)} tests {statuses}; venv '
         f'{install:.1f}s; native {native_s:.1f}s, Rego {rego_s:.1f}s '
-        f'(ratio {summary["ratio"]}); {counted["decisions"]} decisions in '
+        f'(ratio {summary["ratio"]}; CPU {native_cpu:.1f}s against '
+        f'{rego_cpu:.1f}s, ratio {summary["cpu_ratio"]}); '
+        f'{counted["decisions"]} decisions in '
         f'{counted["tests_deciding"]} tests, '
         f'{len(counted["differences"])} shadow differences'
     )
