@@ -1,0 +1,1 @@
+"""Helpers that run a service's own tests through oslo.opa."""
