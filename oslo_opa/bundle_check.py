@@ -70,12 +70,15 @@ def check(
     files: Mapping[str, bytes],
     key: bytes | None = None,
     alg: str | None = None,
+    scope: str | None = None,
 ) -> Checked:
-    """Check a bundle's files (tarball member name -> content).
+    """Check a bundle's files (tarball member name -> content); scope:
+    the ``scope`` claim the signature must carry (None: none), as in
+    OPA's ``keys`` configuration.
 
     :raises BundleRefused: naming the first problem.
     """
-    signed = _check_signature(files, key, alg)
+    signed = _check_signature(files, key, alg, scope)
     meta = _bundle_manifest(files)
     roots = _roots(meta)
     for name, content in files.items():
@@ -134,7 +137,10 @@ def key_alg(key: bytes) -> str:
 
 
 def _check_signature(
-    files: Mapping[str, bytes], key: bytes | None, alg: str | None
+    files: Mapping[str, bytes],
+    key: bytes | None,
+    alg: str | None,
+    scope: str | None = None,
 ) -> bool:
     if key is None:
         if SIGNATURES in files:
@@ -148,7 +154,9 @@ def _check_signature(
     from oslo_opa import bundle_signing
 
     try:
-        bundle_signing.verify_files(files, key, alg=alg or key_alg(key))
+        bundle_signing.verify_files(
+            files, key, alg=alg or key_alg(key), scope=scope
+        )
     except OsloOpaError as e:
         raise BundleRefused(f'bad signature: {e}') from e
     return True

@@ -82,11 +82,17 @@ def bundle_errors(bundles: dict[str, Any]) -> list[str]:
         info = info or {}
         if not (info.get('code') or info.get('message')):
             continue
-        details = [
-            str(e.get('message', e)) if isinstance(e, dict) else str(e)
-            for e in info.get('errors') or []
-        ]
         text = info.get('message') or info.get('code')
+        # The embedded driver's status file repeats its one reason in
+        # message and errors: said once.
+        details = [
+            detail
+            for detail in (
+                str(e.get('message', e)) if isinstance(e, dict) else str(e)
+                for e in info.get('errors') or []
+            )
+            if detail != text
+        ]
         if details:
             text += ': ' + '; '.join(details[:3])
         out.append(f'bundle {name}: {text}')

@@ -324,6 +324,14 @@ _bundle_options = [
         'or extra file, or another key, is refused. Unset: a signed '
         'bundle is refused (as OPA does).',
     ),
+    cfg.StrOpt(
+        'bundle_verification_scope',
+        help='bundle_url with bundle_verification_key: the scope the '
+        "bundle's signature must carry, as the scope of OPA's keys "
+        'configuration ("oslo-opa bundle --scope", "oslo-opa opa-config '
+        '--scope"). Unset: a signature carrying a scope is refused, as '
+        'OPA refuses it.',
+    ),
     cfg.FloatOpt(
         'bundle_polling_interval',
         default=60.0,

@@ -85,8 +85,10 @@ class BundlePoller:
         key_file: str | None = None,
         interval: float = 60.0,
         cache_dir: str | None = None,
+        scope: str | None = None,
     ) -> None:
         self.driver = driver
+        self.scope = scope or None
         self.url = url
         self.shown_url = safe_url(url)
         self.key_file = key_file
@@ -200,7 +202,7 @@ class BundlePoller:
             return False
         try:
             checked = bundle_check.check(
-                bundle_fetch.read_tarball(got.raw), key
+                bundle_fetch.read_tarball(got.raw), key, scope=self.scope
             )
             directory = self.store.write_out(sha, checked.files)
             self.driver.activate_bundle(directory)
@@ -240,7 +242,7 @@ class BundlePoller:
             sha = str(pointer['sha256'])
             raw = self.store.tarball(sha)
             checked = bundle_check.check(
-                bundle_fetch.read_tarball(raw), self._key()
+                bundle_fetch.read_tarball(raw), self._key(), scope=self.scope
             )
             directory = self.store.write_out(sha, checked.files)
             self.driver.activate_bundle(directory)
@@ -368,6 +370,7 @@ def from_settings(
         key_file=options.get('bundle_verification_key'),
         interval=float(options.get('bundle_polling_interval') or 60.0),
         cache_dir=options.get('bundle_cache_dir'),
+        scope=options.get('bundle_verification_scope'),
     )
 
 

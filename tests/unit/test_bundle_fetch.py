@@ -225,6 +225,44 @@ def test_refuses_a_bad_signature_and_keeps_the_last_good(
         driver.close()
 
 
+def test_a_scoped_signature_needs_the_scope_configured(
+    built, server, tmp_path
+):
+    """A bundle signed with a scope (oslo-opa bundle --scope, for OPAs
+    configured by opa-config --scope): refused without
+    bundle_verification_scope, as OPA refuses it, followed with it."""
+    files = dict(built['rev1'])
+    files['.signatures.json'] = bundle_signing.sign_files(
+        files, built['good'], scope='write'
+    )
+    server.publish(bundle.tarball(files))
+    driver = _driver(server, tmp_path, key=built['pub'])
+    try:
+        assert _wait(lambda: driver.poller.last_error is not None)
+        assert 'scope mismatch' in driver.poller.last_error
+        assert not driver.poller.wait_activated(0)
+    finally:
+        driver.close()
+    for scope, refused in (('admin', True), ('write', False)):
+        driver = _driver(
+            server,
+            tmp_path,
+            key=built['pub'],
+            bundle_verification_scope=scope,
+        )
+        try:
+            if refused:
+                poller = driver.poller
+                assert _wait(lambda p=poller: p.last_error is not None)
+                assert 'scope mismatch' in poller.last_error
+            else:
+                assert driver.poller.wait_activated(10)
+                assert driver.bundle_status()['active']['signed'] is True
+                assert _decisions(driver) == (True, True)
+        finally:
+            driver.close()
+
+
 @pytest.mark.parametrize('mode', ['500', 'reset', 'garbage', 'slow'])
 def test_a_misbehaving_server_changes_nothing(
     built, server, tmp_path, caplog, mode

@@ -145,6 +145,25 @@ def test_status_plugin_errors_are_notes_not_disagreement():
     assert not instances[1].problems
 
 
+def test_an_error_in_message_and_errors_is_said_once():
+    """The embedded driver's status file carries its one reason in
+    message and in errors (OPA's shape has both): listed once."""
+    reason = 'refused: bad signature: p/x.rego: digest mismatch'
+    bundles = {
+        'p': {
+            'active_revision': 'r2',
+            'code': 'bundle_error',
+            'message': reason,
+            'errors': [reason],
+        },
+        'q': {'code': 'bundle_error', 'message': 'failed', 'errors': ['a']},
+    }
+    assert fleet.bundle_errors(bundles) == [
+        f'bundle p: {reason}',
+        'bundle q: failed: a',
+    ]
+
+
 def test_a_status_file_is_an_instance(tmp_path):
     """file://: what an engine without a REST API (the embedded driver)
     writes, in the shape of OPA's GET /v1/status."""
