@@ -10,6 +10,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -126,34 +128,144 @@ def ask(opa, path):
 
 
 class Checker(threading.Thread):
-    """Asks one OPA over and over, recording (revision, decision)."""
+    """Asks one OPA (or embedded worker) over and over, recording
+    (revision, decision)."""
 
     def __init__(self, opa, path):
         super().__init__(daemon=True)
         self.opa, self.path = opa, path
         self.answers = []
         self.failures = []
+        # Answers during which the revision in force changed (embedded
+        # workers): which revision decided them cannot be told.
+        self.unattributed = 0
         self.halt = threading.Event()
 
-    def run(self):
-        client = Transport(self.opa.url, connect_timeout=2.0)
+    def one(self, client):
+        """(revision, decision) of one request, or None."""
         body = json.dumps(
             {'input': {'credentials': READER, 'target': {}, 'rule': RULE}}
         ).encode()
+        code, data = client.request(
+            'POST', f'/v1/data/{self.path}?provenance=true', body
+        )
+        doc = json.loads(data)
+        rev = doc['provenance']['bundles'][SERVICE]['revision']
+        return rev, doc.get('result')
+
+    def run(self):
+        client = Transport(self.opa.url, connect_timeout=2.0)
         try:
             while not self.halt.is_set():
                 try:
-                    code, data = client.request(
-                        'POST', f'/v1/data/{self.path}?provenance=true', body
-                    )
-                    doc = json.loads(data)
-                    rev = doc['provenance']['bundles'][SERVICE]['revision']
-                    self.answers.append((rev, doc.get('result')))
+                    answer = self.one(client)
+                    if answer is None:
+                        self.unattributed += 1
+                    else:
+                        self.answers.append(answer)
                 except (TransportError, KeyError, ValueError) as e:
                     self.failures.append(repr(e))
                 time.sleep(0.01)
         finally:
             client.close()
+
+
+class WorkerChecker(Checker):
+    """A Checker asking an embedded worker's ``GET /decide``: an answer
+    counts when the revision in force was the same before and after."""
+
+    def one(self, client):
+        return self.opa.decide(client)
+
+
+class Embedded:
+    """A process running the embedded driver on bundle_url
+    (``embedded_worker.py``), asked over a loopback HTTP server;
+    stopped when the test ends."""
+
+    SCRIPT = os.path.join(os.path.dirname(__file__), 'embedded_worker.py')
+
+    def __init__(self, workdir, bundle_url, key, scope, cache_dir, name):
+        from tests.functional.nginx import free_port
+
+        self.workdir = str(workdir)
+        self.bundle_url, self.key, self.scope = bundle_url, key, scope
+        self.cache_dir = str(cache_dir)
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.log = os.path.join(self.workdir, f'embedded-{name}.log')
+        self.proc = None
+
+    def start(self):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+        with open(self.log, 'ab') as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    self.SCRIPT,
+                    str(self.port),
+                    self.bundle_url,
+                    self.key,
+                    self.scope,
+                    self.cache_dir,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                env={**os.environ, 'PYTHONPATH': root},
+            )
+        wait_for(self._up, 30, f'embedded worker on {self.url}')
+        return self
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            pytest.fail(f'embedded worker exited: {open(self.log).read()}')
+        try:
+            self.get('/status')
+            return True
+        except (TransportError, OSError):
+            return False
+
+    def get(self, path, client=None):
+        own = client is None
+        if own:
+            client = Transport(self.url, connect_timeout=2.0)
+        try:
+            code, data = client.request('GET', path)
+        finally:
+            if own:
+                client.close()
+        assert code == 200, data
+        return json.loads(data)
+
+    def decide(self, client=None):
+        """(revision, decision), or None when the revision in force
+        changed while deciding."""
+        doc = self.get('/decide', client)
+        before = (doc['generation_before'], doc['revision_before'])
+        if before != (doc['generation_after'], doc['revision_after']):
+            return None
+        return doc['revision_before'], doc['result']
+
+    def status(self):
+        return self.get('/status')
+
+    @property
+    def status_file(self):
+        return os.path.join(self.cache_dir, 'status', f'{self.proc.pid}.json')
+
+    def status_url(self):
+        return f'file://{self.status_file}'
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def wait_for(predicate, timeout, what):
@@ -213,4 +325,13 @@ def authz_dir(root):
         f.write(AUTHZ)
     with open(os.path.join(out, '.manifest'), 'w') as f:
         json.dump({'roots': ['system/authz']}, f)
+    return out
+
+
+def active_revisions(workers):
+    """The bundle revision each embedded worker's driver has in force."""
+    out = []
+    for worker in workers:
+        active = worker.status().get('active') or {}
+        out.append(active.get('revision'))
     return out

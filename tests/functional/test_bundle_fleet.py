@@ -1,25 +1,31 @@
-"""One policy for a fleet of OPAs: nginx serving signed bundles, three
-real ``opa run --server -c <oslo-opa opa-config>`` polling it.
+"""One policy for a fleet: nginx serving signed bundles, three real
+``opa run --server -c <oslo-opa opa-config>`` and two processes running
+the embedded driver (``embedded_worker.py``: ``bundle_url`` and
+``bundle_verification_key``), all five polling the same bundle URL.
 
-One test walks the whole life of a policy, each step proving one thing:
+One test walks the whole life of a policy, each step proving one thing
+for all five:
 
-1. revision 1 published: every OPA activates it and decides by it;
+1. revision 1 published: every instance activates it and decides by it;
 2. revision 2 (one rule changed) published while a checker asks every
-   OPA continuously: all switch within the polling window, and no OPA
-   ever answers by revision 1 after it answered by revision 2 (each
-   answer carries the revision that decided it, OPA's provenance, and
-   its decision must be that revision's);
+   instance continuously: all switch within the polling window, and
+   none ever answers by revision 1 after it answered by revision 2
+   (each answer carries the revision that decided it, OPA's provenance
+   or the embedded driver's revision in force before and after the
+   decision, and its decision must be that revision's);
 3. a tampered bundle (a module changed after signing) published: every
-   OPA refuses it, keeps revision 2, and says why (its log, and its
-   status, which also reaches a status collector);
-4. nginx stopped: every OPA keeps deciding by revision 2;
-5. an OPA restarted while nginx is still down: it decides by revision 2
-   again, from its persisted copy;
-6. ``oslo-opa status --fleet`` agrees after step 2, and names the one OPA
-   configured with a stale bundle as a straggler.
+   instance refuses it, keeps revision 2, and says why (an OPA's log
+   and status, which also reaches a status collector; an embedded
+   driver's ``bundle_status()`` and status file);
+4. nginx stopped: every instance keeps deciding by revision 2;
+5. an OPA and an embedded process restarted while nginx is still down:
+   both decide by revision 2 again, from their persisted copies;
+6. ``oslo-opa status --fleet`` over the three OPAs' URLs and the two
+   embedded status files (``file://``) agrees after step 2, and names
+   the one OPA configured with a stale bundle as a straggler.
 
-Measured and printed: publish to all activated, and the requests per
-minute the three OPAs make to nginx.  Bundles are signed by ``oslo-opa
+Measured and printed: publish to all five activated, and the requests
+per minute the five make to nginx.  Bundles are signed by ``oslo-opa
 bundle --signing-key``, with the key id and scope ``opa-config`` is given.
 
 Another test proves the secrets stay out of the configuration file: an
@@ -29,6 +35,7 @@ HS256 secret and a bearer token reach OPA from its environment or a file.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -45,7 +52,10 @@ from tests.functional.fleet_helpers import (
     SERVICE,
     Checker,
     Collector,
+    Embedded,
     Publisher,
+    WorkerChecker,
+    active_revisions,
     ask,
     authz_dir,
     converted,
@@ -139,22 +149,45 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
         opas_started.append(opa)
         return opa.start()
 
+    # Two API workers of a service (two hosts: a cache each) on the same
+    # URL, polling every second.
+    def embedded(n):
+        worker = Embedded(
+            tmp_path,
+            f'{server.url}/{RESOURCE}',
+            policies['public_key'],
+            SCOPE,
+            tmp_path / f'embedded-cache-{n}',
+            n,
+        )
+        workers_started.append(worker)
+        return worker.start()
+
+    def all_on(rev):
+        return (
+            revisions(opas) == [rev] * 3
+            and active_revisions(workers) == [rev] * 2
+        )
+
+    def fleet_urls():
+        return [o.url for o in opas] + [w.status_url() for w in workers]
+
     opas_started = []
+    workers_started = []
     windows = {}
     measured = []
     try:
-        # 1. Revision 1: every OPA activates it and decides by it.
+        # 1. Revision 1: every instance activates it and decides by it.
         published = pub.publish(policies[1]['path'])
+        workers = [embedded(n) for n in range(2)]
         opas = [start(n) for n in range(3)]
-        ready = wait_for(
-            lambda: revisions(opas) == [rev1] * 3, 30, 'revision 1'
-        )
+        ready = wait_for(lambda: all_on(rev1), 30, 'revision 1')
         measured.append(
-            f'revision 1: all 3 activated {ready - published:.2f}s '
-            f'after publishing (OPA start-up included)'
+            f'revision 1: all 5 activated {ready - published:.2f}s '
+            f'after publishing (start-up included)'
         )
-        answers = [ask(o, path) for o in opas]
-        assert answers == [(rev1, False)] * 3, answers
+        answers = [ask(o, path) for o in opas] + [w.decide() for w in workers]
+        assert answers == [(rev1, False)] * 5, answers
         # The authorization policy, loaded beside the polled bundles,
         # holds: nobody rewrites the policy through the REST API.
         client = Transport(opas[1].url)
@@ -166,6 +199,7 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
 
         # 2. Revision 2 while checkers ask continuously.
         checkers = [Checker(o, path) for o in opas]
+        checkers += [WorkerChecker(w, path) for w in workers]
         for c in checkers:
             c.start()
         wait_for(
@@ -174,13 +208,12 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
             'checkers answered',
         )
         published = pub.publish(policies[2]['path'])
-        activated = wait_for(
-            lambda: revisions(opas) == [rev2] * 3, 15, 'revision 2'
-        )
+        activated = wait_for(lambda: all_on(rev2), 15, 'revision 2')
         switch = activated - published
         measured.append(
-            f'revision 2: all 3 activated {switch:.2f}s after publishing '
-            f'(polling {MIN_DELAY}-{MAX_DELAY}s)'
+            f'revision 2: all 5 activated {switch:.2f}s after publishing '
+            f'(OPAs polling every {MIN_DELAY}-{MAX_DELAY}s, embedded '
+            f'every 1s)'
         )
         assert switch < MAX_DELAY + 5
         # A few answers more by revision 2 from each: none by revision 1.
@@ -212,14 +245,16 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
             for c in checkers
         ]
         measured.append(
-            'checkers: '
+            'checkers (3 OPAs, 2 embedded): '
             + ', '.join(
                 f'{n} answers ({k} by rev 1, then rev 2)' for n, k in counts
             )
+            + f'; {sum(c.unattributed for c in checkers)} embedded '
+            'answers decided during a switch, not counted'
         )
-        code, out = fleet_status([o.url for o in opas], capsys)
+        code, out = fleet_status(fleet_urls(), capsys)
         assert code == 0, out
-        assert f'fleet: all 3 agree on {rev2}' in out
+        assert f'fleet: all 5 agree on {rev2}' in out
         measured.append(out)
         # Three polling rounds with nothing new: conditional GETs.
         steady = time.time()
@@ -229,15 +264,24 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
         # 3. A tampered bundle: refused by all, revision 2 kept, said why.
         pub.publish(policies['tampered'])
         wait_for(
-            lambda: all('digest mismatch' in open(o.log).read() for o in opas),
+            lambda: (
+                all('digest mismatch' in open(o.log).read() for o in opas)
+                and all(
+                    (w.status()['last_error'] or '').startswith('refused')
+                    for w in workers
+                )
+            ),
             15,
-            'every OPA refused the tampered bundle',
+            'every instance refused the tampered bundle',
         )
-        assert revisions(opas) == [rev2] * 3
+        assert all_on(rev2)
         assert all(ask(o, path) == (rev2, True) for o in opas)
-        code, out = fleet_status([o.url for o in opas], capsys)
+        assert all(w.decide() == (rev2, True) for w in workers)
+        code, out = fleet_status(fleet_urls(), capsys)
         assert code == 0, out
-        assert out.count('digest mismatch') == 3, out
+        assert out.count('digest mismatch') == 5, out
+        refusal = workers[0].status()['last_error']
+        assert out.count(refusal) == 2, out
         refused = [
             s
             for s in collector.statuses()
@@ -248,17 +292,32 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
         measured.append(out)
         # OPA retries a refused download sooner than its polling delay.
         time.sleep(3 * MAX_DELAY)
-        # 4. nginx stopped: every OPA keeps deciding by revision 2.
+        # 4. nginx stopped: every instance keeps deciding by revision 2.
         windows['refusing'] = (windows['steady'][1], time.time())
         server.stop()
         time.sleep(MAX_DELAY + 0.5)
         assert all(ask(o, path) == (rev2, True) for o in opas)
+        assert all(w.decide() == (rev2, True) for w in workers)
+        assert all(
+            'cannot download it' in (w.status()['last_error'] or '')
+            for w in workers
+        )
 
         # 5. Restarted with nginx still down: revision 2, from its copy.
         opas[0].stop()
         opas[0] = start(0)
         assert revisions(opas[:1]) == [rev2]
         assert ask(opas[0], path) == (rev2, True)
+        workers[0].stop()
+        assert not os.path.exists(workers[0].status_file)
+        workers[0] = embedded(0)
+        wait_for(
+            lambda: active_revisions(workers[:1]) == [rev2],
+            10,
+            'the restarted embedded worker on revision 2',
+        )
+        assert workers[0].status()['active']['source'] == 'cache'
+        assert workers[0].decide() == (rev2, True)
 
         # 6. One OPA pointed at a stale bundle is a straggler.
         server.start()
@@ -269,18 +328,21 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
         wait_for(
             lambda: revisions(opas) == [rev2, rev2, rev1], 15, 'stale one'
         )
-        code, out = fleet_status([o.url for o in opas], capsys)
+        code, out = fleet_status(fleet_urls(), capsys)
         assert code == 1, out
         straggler = [line for line in out.splitlines() if 'STRAGGLER' in line]
         assert len(straggler) == 1 and opas[2].url in straggler[0], out
         assert 'differs from the majority' in straggler[0]
         assert f'the majority runs {rev2}' in out
+        assert 'fleet: 1 of 5 straggling' in out
         measured.append(out)
     finally:
+        for worker in workers_started:
+            worker.stop()
         for opa in opas_started:
             opa.stop()
         collector.shutdown()
-    # The three OPAs' requests to nginx: steady (revision 2 held, nothing
+    # The five's requests to nginx: steady (revision 2 held, nothing
     # new) and while refusing the tampered bundle (OPA retries a failed
     # download sooner than its polling delay).
     polls = [r for r in server.requests() if r[2].endswith('.tar.gz')]
@@ -290,7 +352,7 @@ def test_fleet_follows_one_policy(opa_bin, nginx, tmp_path, policies, capsys):
         codes = sorted({r[3] for r in hits})
         measured.append(
             f'nginx, {what}: {len(hits)} requests in {end - begin:.1f}s '
-            f'= {rate:.0f}/min for 3 OPAs (HTTP {codes})'
+            f'= {rate:.0f}/min for 3 OPAs and 2 embedded (HTTP {codes})'
         )
     measured.append(f'fleet test took {time.monotonic() - t_start:.1f}s')
     # After the last capsys.readouterr(): shown with -s, and on failure.
