@@ -195,7 +195,10 @@ class BundlePoller:
             # bytes from a server without ETags): still refused.
             return self._failed(f'refused: {refused[3]}')
         if sha is None or sha == self.active.get('sha256'):
-            # Still the bundle in force.
+            # Still the bundle in force (or it again, after a refused
+            # one: then asked for by its ETag again, not the refused
+            # one's, which would download it at every poll).
+            self._refused = None
             self.active['etag'] = got.etag or self.active.get('etag')
             self._ok()
             self._write_status()

@@ -225,6 +225,30 @@ def test_refuses_a_bad_signature_and_keeps_the_last_good(
         driver.close()
 
 
+def test_the_bundle_in_force_published_again_after_a_refused_one(
+    built, server, tmp_path
+):
+    """A refused bundle replaced by the one in force (a rollback): the
+    error clears, and polls are conditional on its ETag again, not the
+    refused one's (which would download it at every poll)."""
+    server.publish(bundle.tarball(built['rev1']))
+    driver = _driver(server, tmp_path)
+    try:
+        assert driver.poller.wait_activated(10)
+        files = dict(built['rev2'])
+        files['elsewhere.rego'] = b'package other.place\n\nx := 1\n'
+        server.publish(bundle.tarball(files))
+        assert _wait(lambda: driver.poller.last_error is not None)
+        server.publish(bundle.tarball(built['rev1']))
+        assert _wait(lambda: driver.poller.last_error is None)
+        requests = len(server.requests)
+        assert _wait(lambda: len(server.requests) >= requests + 3)
+        assert {s for _, s in server.requests[requests:]} == {304}
+        assert driver.generation == 1
+    finally:
+        driver.close()
+
+
 def test_a_scoped_signature_needs_the_scope_configured(
     built, server, tmp_path
 ):
