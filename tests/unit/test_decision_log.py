@@ -354,8 +354,6 @@ def test_an_overlays_reasons_are_in_its_event(converted, tmp_path):
     assert 'reasons' not in allowed['oslo_opa']
 
 
-# eventlet, imported by another test in this process, warns about fork.
-@pytest.mark.filterwarnings('ignore:Using fork:DeprecationWarning')
 def test_a_forked_worker_logs_its_own_decisions(converted, tmp_path):
     """API workers fork after the service loaded: the log's thread is
     started again in the child, whose events reach the file."""
