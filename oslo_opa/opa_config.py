@@ -76,6 +76,13 @@ class Options:
     tls_ca_cert: str | None = None
     decision_logs_url: str | None = None
     status_url: str | None = None
+    # 'oci': the bundle service is an OCI registry, each bundle's
+    # resource an image reference (HOST/REPOSITORY:TAG) OPA pulls.
+    service_type: str | None = None
+
+
+# The service types OPA knows besides plain HTTP bundle servers.
+SERVICE_TYPES = ('oci',)
 
 
 def parse_bundles(specs: Sequence[str]) -> dict[str, str]:
@@ -112,6 +119,20 @@ def _check(opts: Options) -> None:
         raise ConfigError(
             f'--service-url {opts.service_url!r}: http:// or https://'
         )
+    if opts.service_type is not None:
+        if opts.service_type not in SERVICE_TYPES:
+            raise ConfigError(
+                f'--service-type {opts.service_type!r}: one of '
+                f'{", ".join(SERVICE_TYPES)} (or none: an HTTP server)'
+            )
+        for name, resource in opts.bundles.items():
+            # OPA pulls the resource as an image reference: there is no
+            # sensible default, NAME.tar.gz is not one.
+            if '/' not in resource:
+                raise ConfigError(
+                    f'--bundle {name}: with --service-type oci, give the '
+                    f'image reference, NAME=HOST/REPOSITORY:TAG'
+                )
     if not 0 < opts.min_delay_seconds <= opts.max_delay_seconds:
         raise ConfigError(
             '--min-delay-seconds must be positive and at most '
@@ -150,6 +171,8 @@ def config(opts: Options) -> dict[str, Any]:
     """
     _check(opts)
     service: dict[str, Any] = {'url': opts.service_url.rstrip('/')}
+    if opts.service_type:
+        service['type'] = opts.service_type
     if opts.bearer_token_path:
         service['credentials'] = {
             'bearer': {'token_path': opts.bearer_token_path}

@@ -44,6 +44,7 @@ def _opa_config(args: argparse.Namespace) -> int:
             tls_ca_cert=args.tls_ca_cert,
             decision_logs_url=args.decision_logs_url,
             status_url=args.status_url,
+            service_type=args.service_type,
         )
         text = opa_config.dump(opa_config.config(opts))
     except opa_config.ConfigError as e:
@@ -76,6 +77,12 @@ def add_command(sub: Any) -> None:
         required=True,
         metavar='URL',
         help='the bundle server (services.bundles.url)',
+    )
+    cfg.add_argument(
+        '--service-type',
+        choices=('oci',),
+        help='oci: the service is an OCI registry, and each --bundle '
+        'NAME=HOST/REPOSITORY:TAG an image OPA pulls (services.bundles.type)',
     )
     cfg.add_argument(
         '--bundle',

@@ -122,6 +122,25 @@ def test_collectors_are_services_of_their_own():
     assert cfg['status'] == {'service': 'status'}
 
 
+def test_an_oci_registry_is_a_service_of_type_oci():
+    cfg = opa_config.config(
+        base(
+            service_url='http://registry.example.com:5000',
+            service_type='oci',
+            bundles=opa_config.parse_bundles(
+                ['nova=registry.example.com:5000/policies/nova:current']
+            ),
+        )
+    )
+    assert cfg['services']['bundles'] == {
+        'url': 'http://registry.example.com:5000',
+        'type': 'oci',
+    }
+    assert cfg['bundles']['nova']['resource'] == (
+        'registry.example.com:5000/policies/nova:current'
+    )
+
+
 @pytest.mark.parametrize(
     'kw, message',
     [
@@ -138,6 +157,8 @@ def test_collectors_are_services_of_their_own():
         ({'min_delay_seconds': 9, 'max_delay_seconds': 5}, 'at most'),
         ({'service_url': 'ftp://x'}, 'http:// or https://'),
         ({'bundles': {}}, 'at least one bundle'),
+        ({'service_type': 'git'}, 'one of oci'),
+        ({'service_type': 'oci'}, 'give the image reference'),
     ],
 )
 def test_unsound_options_are_refused(kw, message):
