@@ -20,6 +20,12 @@ OPA is a failure.
 The bundle-polling tests also run nginx: ``$OSLO_OPA_NGINX`` when set,
 otherwise the one ``tools/install-nginx.sh`` finds or installs; without
 apt-get (or root) they are skipped, with the same exception.
+
+The OCI registry test runs Debian's docker-registry and oras (to push):
+``$OSLO_OPA_REGISTRY`` and ``$OSLO_OPA_ORAS`` when both are set, otherwise
+the ones ``tools/install-registry.sh`` installs (docker-registry with
+apt-get, oras built with Go and cached); skipped, with the same exception,
+when it cannot install them.
 """
 
 import os
@@ -29,14 +35,18 @@ import subprocess
 import pytest
 
 from tests.functional.nginx import Nginx
+from tests.functional.registry import Registry
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 INSTALL_OPA = REPO_ROOT / 'tools' / 'install-opa.sh'
 INSTALL_NGINX = REPO_ROOT / 'tools' / 'install-nginx.sh'
+INSTALL_REGISTRY = REPO_ROOT / 'tools' / 'install-registry.sh'
 # Exit status of install-opa.sh when Go is not installed, and of
 # install-nginx.sh when apt-get is not there to install nginx.
 NO_GO_EXIT = 3
 NO_APT_EXIT = 3
+# ... and of install-registry.sh without apt-get or without Go.
+NO_REGISTRY_EXIT = 3
 # A build from an empty Go cache takes 1-3 minutes on 2 cores.
 INSTALL_TIMEOUT = 30 * 60
 
@@ -152,6 +162,67 @@ def nginx(nginx_bin, tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope='session')
+def registry_bins():
+    """(docker-registry, oras): absolute paths of the binaries the OCI
+    registry test runs."""
+    explicit = (
+        os.environ.get('OSLO_OPA_REGISTRY'),
+        os.environ.get('OSLO_OPA_ORAS'),
+    )
+    if all(explicit):
+        for path in explicit:
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                pytest.fail(f'{path!r} is not an executable file')
+        return tuple(os.path.abspath(p) for p in explicit)
+    proc = subprocess.run(
+        ['bash', str(INSTALL_REGISTRY)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
+    )
+    if proc.returncode == NO_REGISTRY_EXIT:
+        message = (
+            'docker-registry or oras is not installed and cannot be (no '
+            'apt-get or not root, or no Go): the OCI registry test needs '
+            f'them:\n{proc.stderr[-1000:]}'
+        )
+        if _require_opa():
+            pytest.fail(f'{message} (OSLO_OPA_REQUIRE_OPA=1)')
+        pytest.skip(message)
+    lines = proc.stdout.strip().splitlines()
+    paths = [line.strip() for line in lines[-2:]]
+    if (
+        proc.returncode != 0
+        or len(paths) != 2
+        or not all(os.path.isabs(p) and os.access(p, os.X_OK) for p in paths)
+    ):
+        pytest.fail(
+            f'{INSTALL_REGISTRY} failed (exit status {proc.returncode}, '
+            f'printed {paths!r}):\n{proc.stderr[-2000:]}'
+        )
+    oras, registry = paths
+    return registry, oras
+
+
+@pytest.fixture
+def oci_registry(registry_bins, tmp_path):
+    """A started docker-registry on a loopback port (storage in tmp_path,
+    plain HTTP, no authentication), with oras to push to it; stopped
+    when the test ends."""
+    binary, oras = registry_bins
+    server = Registry(binary, oras, str(tmp_path / 'registry'))
+    try:
+        server.start()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield server
+    server.stop()
 
 
 def run_opa(
