@@ -68,30 +68,37 @@ class Decider:
     ) -> None:
         self.driver = driver
         self.driver_error = driver_error
-        self.failure_mode = failure_mode
         self.cache = (
             DecisionCache(cache_size, cache_ttl) if cache_size > 0 else None
         )
         self._cache_generation = None
+        # The failure mode, and what it needs (rego_path, the fallback
+        # driver, whether overlays are configured).
         self.failover = FailOver(
             failure_mode, rego_path, fallback_driver, overlays
         )
-        self.rego_path = rego_path
-        self.fallback_driver = fallback_driver
-        self.overlays = overlays
+        # Where decisions go as events (None: off); metrics.enabled()
+        # says whether they are counted.
         self.log = log
         self.driver_name = driver_name
-        # Whether decisions go to a log; metrics.enabled() says whether
-        # they are counted.  Neither: two cheap tests on the hot path.
-        self.observed = log is not None
         # mode = shadow: the opa check's Shadow (see oslo_opa.shadow).
         self.shadow: Any = None
+
+    @property
+    def fallback_driver(self) -> Driver | None:
+        """With ``failure_mode = embedded``, the driver deciding when
+        the configured one fails."""
+        return self.failover.fallback_driver
+
+    def _watched(self) -> bool:
+        """Whether decisions are recorded (a log, metrics)."""
+        return self.log is not None or metrics.enabled()
 
     def decide(self, rule: str, target: Mapping[str, Any], creds: Any) -> bool:
         """Whether creds may do rule on target (never raises)."""
         # decide_many for one request, without its lists: this is the
         # path every oslo.policy check takes.
-        watched = self.observed or metrics.enabled()
+        watched = self.log is not None or metrics.enabled()
         if watched:
             started = time.perf_counter_ns()
         creds_dict = inputs.credentials_dict(creds)
@@ -229,7 +236,10 @@ class Decider:
         cache = self.cache
         results: list[bool | None] = [None] * len(requests)
         pending: list[tuple[int, str, dict, Any]] = []
+        watched = self._watched()
         for i, (rule, target) in enumerate(requests):
+            if watched:
+                started = time.perf_counter_ns()
             try:
                 # May reload the policy: read the generation after it.
                 doc = driver.input_for(rule, creds_dict, target)
@@ -243,8 +253,9 @@ class Decider:
                 hit = cache.get(key)
                 if hit is not None:
                     results[i] = hit
-                    if self.observed or metrics.enabled():
-                        self.observe(rule, doc, hit, 'cache', 0)
+                    if watched:
+                        took = time.perf_counter_ns() - started
+                        self.observe(rule, doc, hit, 'cache', took)
                     continue
             pending.append((i, rule, doc, key))
         if pending:
@@ -259,7 +270,12 @@ class Decider:
                     same[twin] = len(unique)
                     unique.append((rule, doc))
                 where.append(same[twin])
+            if watched:
+                started = time.perf_counter_ns()
             answers = driver.decide_many(unique)
+            if watched:
+                # One call decided them all: each its share of it.
+                share = (time.perf_counter_ns() - started) // len(unique)
             decided = [answers[n] for n in where]
             for (i, rule, doc, key), outcome in zip(
                 pending, decided, strict=True
@@ -273,9 +289,8 @@ class Decider:
                 results[i] = outcome
                 if key is not None:
                     cache.put(key, outcome)
-                if self.observed or metrics.enabled():
-                    # One call decided them all: no time of its own.
-                    self.observe(rule, doc, outcome, 'batch', 0)
+                if watched:
+                    self.observe(rule, doc, outcome, 'batch', share)
         return [bool(r) for r in results]
 
     def _failed(
@@ -299,7 +314,7 @@ class Decider:
         if driver_failed:
             metrics.evaluation_error(rule, self.driver_name)
         metrics.fallback(rule, by)
-        if self.observed or metrics.enabled():
+        if self._watched():
             try:
                 doc = inputs.document(creds, target, rule)
             except inputs.UnrepresentableInput:

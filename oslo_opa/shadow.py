@@ -26,6 +26,7 @@ from oslo_policy import _checks, _parser
 
 from oslo_opa import background, inputs, metrics, notes
 from oslo_opa.logs import masking
+from oslo_opa.logs.events import Decision
 
 LOG = logging.getLogger(__name__)
 
@@ -158,8 +159,6 @@ class Shadow:
             self._mismatch(rule, native, rego, doc, target, creds_dict)
         log = self.decider.log
         if log is not None:
-            from oslo_opa.logs.events import Decision
-
             log.record(
                 Decision(
                     rule,

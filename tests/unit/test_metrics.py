@@ -484,6 +484,18 @@ def test_the_decider_records_its_own_decisions(converted, metrics_on):
         assert value(
             'oslo_opa_decisions_total', rule='get_thing', path='cache'
         )
+        # A batch: each decision counted, with its share of the call's
+        # time (not 0, which would drag the histogram down).
+        d.decide_many(
+            [('get_thing', {'project_id': 'b1'}), ('delete_thing', {})],
+            ADMIN,
+        )
+        assert value(
+            'oslo_opa_decisions_total', rule='delete_thing', path='batch'
+        )
+        assert (
+            value('oslo_opa_decision_duration_seconds_sum', path='batch') > 0
+        )
     finally:
         d.close()
 
