@@ -23,6 +23,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 START_TIMEOUT = 20.0
 
@@ -94,35 +95,18 @@ class Nginx:
         self.output = os.path.join(self.work, 'nginx.out')
 
     def start(self) -> Nginx:
-        with open(self.output, 'ab') as out:
-            self.proc = subprocess.Popen(
-                [self.binary, '-c', self.config, '-p', self.work + '/'],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f'nginx exited: {self.errors()}')
-            try:
-                with socket.create_connection(
-                    ('127.0.0.1', self.port), timeout=0.5
-                ):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f'nginx did not listen in {START_TIMEOUT}s')
+        self.proc = start_listening(
+            [self.binary, '-c', self.config, '-p', self.work + '/'],
+            self.port,
+            self.output,
+            'nginx',
+            self.errors,
+        )
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            # SIGQUIT would wait for keep-alive pollers; TERM is fast.
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        # SIGQUIT would wait for keep-alive pollers; TERM is fast.
+        stop_process(self.proc)
         self.proc = None
 
     def errors(self) -> str:
@@ -144,3 +128,42 @@ class Nginx:
                 if m:
                     out.append((float(m[1]), m[2], m[3], int(m[4])))
         return out
+
+
+def start_listening(
+    cmd: list[str],
+    port: int,
+    output: str,
+    what: str,
+    errors: Callable[[], str],
+    cwd: str | None = None,
+) -> subprocess.Popen:
+    """Start cmd (its output appended to output) and wait until it
+    listens on 127.0.0.1:port; RuntimeError with errors() if it exits
+    or does not listen in START_TIMEOUT seconds."""
+    with open(output, 'ab') as out:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=cwd
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f'{what} exited: {errors()}')
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    stop_process(proc)
+    raise RuntimeError(f'{what} did not listen in {START_TIMEOUT}s')
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """TERM proc, KILL it if it lingers."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

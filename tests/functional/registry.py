@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
-import time
 
-from tests.functional.nginx import free_port
+from tests.functional.nginx import free_port, start_listening, stop_process
 
 START_TIMEOUT = 20.0
 # The media types OPA's OCI downloader takes (OPA's docs, "OCI Registry";
@@ -80,41 +78,24 @@ class Registry:
             f.write('{}')
 
     def start(self) -> Registry:
-        with open(self.output, 'ab') as out:
-            self.proc = subprocess.Popen(
-                [self.binary, 'serve', self.config],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                cwd=self.work,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f'registry exited: {self.errors()}')
-            try:
-                with socket.create_connection(
-                    ('127.0.0.1', self.port), timeout=0.5
-                ):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f'registry did not listen in {START_TIMEOUT}s')
+        self.proc = start_listening(
+            [self.binary, 'serve', self.config],
+            self.port,
+            self.output,
+            'registry',
+            self.errors,
+            cwd=self.work,
+        )
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         self.proc = None
 
     def reference(self, repository: str, tag: str) -> str:
         return f'{self.host}/{repository}:{tag}'
 
-    def _oras(self, *args: str) -> str:
+    def _oras(self, *args: str, cwd: str | None = None) -> str:
         proc = subprocess.run(
             [
                 self.oras,
@@ -123,6 +104,7 @@ class Registry:
                 '--registry-config',
                 self.oras_config,
             ],
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -142,33 +124,17 @@ class Registry:
         # oras names the layer by the file's path as given: push from the
         # bundle's directory so the name is just its file name.
         directory, name = os.path.split(os.path.abspath(bundle))
-        proc = subprocess.run(
-            [
-                self.oras,
-                'push',
-                '--plain-http',
-                '--registry-config',
-                self.oras_config,
-                '--config',
-                f'{self.empty_config}:{CONFIG_TYPE}',
-                self.reference(repository, ','.join(tags)),
-                f'{name}:{LAYER_TYPE}',
-            ],
+        out = self._oras(
+            'push',
+            '--config',
+            f'{self.empty_config}:{CONFIG_TYPE}',
+            self.reference(repository, ','.join(tags)),
+            f'{name}:{LAYER_TYPE}',
             cwd=directory,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
         )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f'oras push failed ({proc.returncode}):\n'
-                f'{proc.stdout}{proc.stderr}'
-            )
-        m = re.search(r'^Digest: (sha256:[0-9a-f]{64})$', proc.stdout, re.M)
+        m = re.search(r'^Digest: (sha256:[0-9a-f]{64})$', out, re.M)
         if not m:
-            raise RuntimeError(f'oras push printed no digest:\n{proc.stdout}')
+            raise RuntimeError(f'oras push printed no digest:\n{out}')
         return m[1]
 
     def tag(self, repository: str, source_tag: str, *tags: str) -> None:
