@@ -29,7 +29,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from oslo_opa import atomic
+
 POINTER = 'active.json'
+# Files and directories being written; left by a crash, pruned.
+TMP_PREFIX = '.tmp-'
 STATUS_DIR = 'status'
 # Revisions kept on disk: a worker that has not polled yet may still
 # load prebuilt fast bundles from its directory.
@@ -76,7 +80,7 @@ class BundleStore:
         target = self._path(f'r-{sha[:32]}')
         if _holds(target, files):
             return target
-        tmp = tempfile.mkdtemp(prefix='.tmp-', dir=self.directory)
+        tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.directory)
         try:
             for name, content in files.items():
                 path = os.path.join(tmp, *name.split('/'))
@@ -129,7 +133,7 @@ class BundleStore:
             elif entry.startswith('r-'):
                 if not any(entry[2:].startswith(s[:32]) for s in kept):
                     shutil.rmtree(self._path(entry), ignore_errors=True)
-            elif entry.startswith('.tmp-'):
+            elif entry.startswith(TMP_PREFIX):
                 path = self._path(entry)
                 # Another worker's write in progress is young; a crashed
                 # one's is not.
@@ -176,22 +180,8 @@ def _holds(directory: str, files: Mapping[str, bytes]) -> bool:
 
 
 def _write_atomic(path: str, content: bytes, sync: bool = True) -> None:
-    fd, tmp = tempfile.mkstemp(
-        prefix='.tmp-', dir=os.path.dirname(path) or '.'
-    )
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(content)
-            if sync:
-                # What a restart relies on must be on disk before the
-                # rename makes it current.
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
+    # '.tmp-': what _prune clears after a crash mid-write.
+    atomic.write_file(path, content, sync=sync, prefix=TMP_PREFIX)
 
 
 def _unlink(path: str) -> None:

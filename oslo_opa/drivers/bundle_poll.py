@@ -102,7 +102,6 @@ class BundlePoller:
         self.last_error: str | None = None
         self.last_error_at: str | None = None
         self.checked_at: str | None = None
-        self._logged: str | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._start_lock = threading.Lock()
@@ -297,15 +296,16 @@ class BundlePoller:
         )
 
     def _ok(self) -> None:
-        if self._logged is not None:
+        if self.last_error is not None:
             LOG.warning(
                 'oslo.opa: bundle %s: polling succeeds again',
                 self.shown_url,
             )
-        self._logged = None
         self.last_error = self.last_error_at = None
 
     def _failed(self, reason: str) -> bool:
+        # One line per distinct reason, not one per poll.
+        said = reason == self.last_error
         self.last_error, self.last_error_at = reason, _now()
         in_force = self.active.get('revision')
         keeps = (
@@ -313,9 +313,7 @@ class BundlePoller:
             if self.active
             else 'no bundle in force yet: decisions fail (failure_mode)'
         )
-        # One line per distinct reason, not one per poll.
-        if reason != self._logged:
-            self._logged = reason
+        if not said:
             LOG.error(
                 'oslo.opa: bundle %s %s; %s', self.shown_url, reason, keeps
             )
