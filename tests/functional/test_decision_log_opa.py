@@ -122,8 +122,16 @@ def test_events_agree_with_opas_own(run_opa, converted, tmp_path):  # noqa: F811
     sample, other = ours[0], theirs[ours[0]['decision_id']]
     for field in set(sample) & set(other):
         assert type(sample[field]) is type(other[field]), field
+    # A failure logs every credential it was given: the token is erased
+    # (the rules' own inputs above never carry it).
+    d = check.decider_for(enf.conf)
+    assert d.decide('no_such_rule', {}, dict(CREDS[-1])) is False
+    assert d.log.flush(10)
     with open(path, encoding='utf-8') as f:
-        assert 'tok-secret' not in f.read()
+        text = f.read()
+    failed = json.loads(text.splitlines()[-1])
+    assert '/input/credentials/auth_token' in failed['erased']
+    assert 'tok-secret' not in text
     assert os.path.exists(opa.log)
 
 

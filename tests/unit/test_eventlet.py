@@ -83,7 +83,10 @@ ROLLOUT_SCRIPT = textwrap.dedent(
     from oslo_policy import policy as oslo_policy
     from oslo_opa import check, opts
 
-    out, log = sys.argv[1], sys.argv[2]
+    out, log, original = sys.argv[1], sys.argv[2], sys.argv[3]
+    native_conf = cfg.ConfigOpts()
+    native_conf(args=[], default_config_files=[])
+    native = oslo_policy.Enforcer(native_conf, policy_file=original)
     conf = cfg.ConfigOpts()
     conf(args=[], default_config_files=[])
     enf = oslo_policy.Enforcer(conf, policy_file=out + '/policy.yaml')
@@ -99,9 +102,10 @@ ROLLOUT_SCRIPT = textwrap.dedent(
     ]
     pool = eventlet.GreenPool(32)
     got = list(pool.imap(lambda r: bool(enf.enforce(*r)), requests))
+    want = [bool(native.enforce(*r)) for r in requests]
     d = check.decider_for(conf)
     flushed = d.shadow.flush(60) and d.log.flush(60)
-    print(json.dumps({'got': got, 'flushed': flushed,
+    print(json.dumps({'got': got, 'want': want, 'flushed': flushed,
                       'compared': d.shadow.compared,
                       'mismatches': sum(d.shadow.mismatches.values())}))
     """
@@ -114,9 +118,11 @@ def test_shadow_mode_and_decision_logs_under_eventlet(tmp_path):
     out = str(tmp_path / 'opa')
     log = str(tmp_path / 'decisions.log')
     convert(out, policy_files=[corpus.policy_file('keystone')])
-    result = _run(ROLLOUT_SCRIPT, out, log)
+    result = _run(ROLLOUT_SCRIPT, out, log, corpus.policy_file('keystone'))
     assert result['flushed']
     assert result['compared'] == 200 and result['mismatches'] == 0
+    # The service got oslo.policy's own decisions, both kinds.
+    assert result['got'] == result['want']
     assert True in result['got'] and False in result['got']
     with open(log) as f:
         events = [json.loads(line) for line in f]

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 
 import pytest
 
@@ -139,9 +140,24 @@ def test_a_full_queue_drops_and_counts_never_blocks(keystone):
     # full.
     gate = threading.Event()
     real = shadow._compare_all
-    shadow._worker.handle = lambda items: (gate.wait(30), real(items))
+    shadow._worker.handle = lambda items: (gate.wait(60), real(items))
+    # How long each hand-over to the queue takes: a request's share.
+    slowest = [0.0]
+    put = shadow._worker.put
+
+    def timed_put(item):
+        started = time.perf_counter()
+        try:
+            return put(item)
+        finally:
+            slowest[0] = max(slowest[0], time.perf_counter() - started)
+
+    shadow._worker.put = timed_put
     table = load_rule_table(policy_files=[corpus.policy_file('keystone')])
     different, asked = run_both(original, shadowed, table, 'full', 1)
+    # The thread is still held: the decisions above never waited for it.
+    assert not shadow._worker._idle.is_set()
+    assert slowest[0] < 0.05, slowest[0]
     gate.set()
     assert shadow.flush(30)
     assert not different, different[:5]
