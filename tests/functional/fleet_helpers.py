@@ -186,7 +186,7 @@ class Embedded:
     SCRIPT = os.path.join(os.path.dirname(__file__), 'embedded_worker.py')
 
     def __init__(self, workdir, bundle_url, key, scope, cache_dir, name):
-        from tests.functional.nginx import free_port
+        from tests.processes import free_port
 
         self.workdir = str(workdir)
         self.bundle_url, self.key, self.scope = bundle_url, key, scope

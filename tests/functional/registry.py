@@ -24,9 +24,8 @@ import os
 import re
 import subprocess
 
-from tests.functional.nginx import free_port, start_listening, stop_process
+from tests.processes import free_port, start_listening, stop_process
 
-START_TIMEOUT = 20.0
 # The media types OPA's OCI downloader takes (OPA's docs, "OCI Registry";
 # v1/download/oci_download.go picks the layer by this type alone).
 LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar+gzip'

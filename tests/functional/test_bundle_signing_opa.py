@@ -26,8 +26,9 @@ from oslo_opa import bundle_signing, cli, decider
 from oslo_opa.errors import BundleSignatureError
 from tests.functional import test_opa_sidecar as sidecar
 from tests.functional.conftest import run_opa
-from tests.functional.test_opa_sidecar import Opa, free_port
+from tests.functional.test_opa_sidecar import Opa
 from tests.policies import THINGS, converted
+from tests.processes import free_port
 
 KEYS = pathlib.Path(__file__).resolve().parents[1] / 'fixtures' / 'signed'
 KEYS = KEYS / 'keys'

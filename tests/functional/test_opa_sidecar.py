@@ -32,7 +32,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -43,6 +42,7 @@ from oslo_opa import bundle, check, cli, decider, opa_push
 from oslo_opa.convert import convert, load_rule_table
 from oslo_opa.drivers.http import HttpDriver, Transport, TransportError
 from tests import corpus
+from tests.processes import free_port
 from tests.unit.test_delegation_e2e import compare, enforcer, outcome
 
 START_TIMEOUT = 60.0
@@ -59,12 +59,6 @@ def _fresh_deciders():
 
 
 # --- running OPA -------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 class Opa:

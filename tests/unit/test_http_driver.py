@@ -41,6 +41,7 @@ from oslo_opa.convert import convert
 from oslo_opa.drivers import DecisionError, Settings
 from oslo_opa.drivers.http import HttpDriver, Transport
 from oslo_opa.errors import PolicyLoadError
+from tests.processes import free_port
 
 PREFIX = 'svc'
 RULES = {
@@ -269,12 +270,6 @@ def rego_dir(tmp_path_factory):
     out = str(root / PREFIX)
     convert(out, policy_files=[str(src)], package_prefix=PREFIX)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def driver(rego_dir, url, **options):

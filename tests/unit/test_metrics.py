@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from oslo_opa import decider, metrics
 from oslo_opa.convert import convert
 from tests import policies
+from tests.processes import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 ADMIN = {'roles': ['admin'], 'project_id': 'p1', 'user_id': 'u1'}
@@ -308,12 +308,6 @@ class _AnyAnswer(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout=5.0) -> bool:
