@@ -69,16 +69,16 @@ class Checked:
 def check(
     files: Mapping[str, bytes],
     key: bytes | None = None,
-    alg: str | None = None,
     scope: str | None = None,
 ) -> Checked:
-    """Check a bundle's files (tarball member name -> content); scope:
+    """Check a bundle's files (tarball member name -> content), the
+    signature with key (its algorithm as :func:`key_alg` says); scope:
     the ``scope`` claim the signature must carry (None: none), as in
     OPA's ``keys`` configuration.
 
     :raises BundleRefused: naming the first problem.
     """
-    signed = _check_signature(files, key, alg, scope)
+    signed = _check_signature(files, key, scope)
     meta = _bundle_manifest(files)
     roots = _roots(meta)
     for name, content in files.items():
@@ -139,7 +139,6 @@ def key_alg(key: bytes) -> str:
 def _check_signature(
     files: Mapping[str, bytes],
     key: bytes | None,
-    alg: str | None,
     scope: str | None = None,
 ) -> bool:
     if key is None:
@@ -154,9 +153,7 @@ def _check_signature(
     from oslo_opa import bundle_signing
 
     try:
-        bundle_signing.verify_files(
-            files, key, alg=alg or key_alg(key), scope=scope
-        )
+        bundle_signing.verify_files(files, key, alg=key_alg(key), scope=scope)
     except OsloOpaError as e:
         raise BundleRefused(f'bad signature: {e}') from e
     return True

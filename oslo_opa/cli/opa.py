@@ -155,16 +155,15 @@ def _fleet(args: argparse.Namespace) -> int:
             '--fleet compares the instances with one another: give no '
             'directory'
         )
-    # Bad URLs are usage errors before anyone is asked.
+    # Bad URLs are usage errors before anyone is asked: survey checks
+    # every scheme first, a client refuses a malformed address.
     for url in args.fleet:
-        if fleet.scheme(url) not in fleet.READERS:
-            raise UsageError(
-                f'--fleet {url}: scheme must be one of '
-                f'{", ".join(sorted(fleet.READERS))}://'
-            )
-        if fleet.scheme(url) != 'file':
+        if fleet.READERS.get(fleet.scheme(url)) is fleet.read_opa:
             _client(args, url).close()
-    instances = fleet.survey(args.fleet, lambda url: _client(args, url))
+    try:
+        instances = fleet.survey(args.fleet, lambda url: _client(args, url))
+    except ValueError as e:
+        raise UsageError(f'--fleet {e}') from None
     result = fleet.verdict(instances)
     print(fleet.render(instances, result))
     return EXIT_OK if result.ok else EXIT_FAILED
