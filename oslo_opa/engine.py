@@ -339,7 +339,7 @@ class RegoPolicy(OverlaidPolicy):
             # the fast bundle decides, unless some check could still
             # raise ("maybe"), when allow does.
             fast_rule = self._b.alias[rule]
-            variant = profile[0]
+            variant = profile.variant
             if variant == RAISING:
                 # Roles that raise: the fast module's _rr_decision.
                 entry, variant = bundler.raising_roles_path, FULL
@@ -349,14 +349,17 @@ class RegoPolicy(OverlaidPolicy):
                 entry = bundler.decision_path
             # A fast path reads only these (every value costs regopy
             # time to convert).
-            doc = {'credentials': profile[2], 'target': input_doc['target']}
-            if profile[3]:
+            doc = {
+                'credentials': profile.credentials,
+                'target': profile.target,
+            }
+            if profile.walked:
                 doc['walked'] = True
             ok, text = self._query(
                 self._fast_bundle(fast_rule, variant),
                 entry(bundler.SHARED_ALLOW),
                 doc,
-                profile[1],
+                profile.key,
             )
             if ok and (text == _TRUE or text == _FALSE):
                 notes.last.route = 'fast'

@@ -9,9 +9,7 @@ exact for it, and a key under which equal documents convert once (see
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-_CONFUSABLE = frozenset(('True', 'False', 'None'))
+from typing import Any, NamedTuple
 
 
 def _tree(doc: Any, text_ok: Any, lists: bool = True) -> bool:
@@ -54,7 +52,12 @@ ASCII = 3  # ASCII, not plain ("True", "1", lists): ASCII_CASEFOLD only
 RAISING = 4
 
 
+_CONFUSABLE = frozenset(('True', 'False', 'None'))
+
+
 def _plain_ascii(text: str) -> bool:
+    """ASCII, and not like the str() of a non-string: for conversions
+    whose fast path is sent values as they are."""
     return (
         text.isascii()
         and text not in _CONFUSABLE
@@ -62,10 +65,39 @@ def _plain_ascii(text: str) -> bool:
     )
 
 
-def _plain_tree(value: Any) -> bool:
-    """value is dicts of plain ASCII strings, ints, booleans and None
-    (keys ASCII too), and no list."""
-    return _tree(value, _plain_ascii, lists=False)
+# The JSON scalars the fast path is sent as their str(): oslo.policy
+# compares credentials and target values by str() alone (see fast_profile).
+_STRINGIFIED = (int, bool, type(None))
+
+
+def _str_tree(value: Any) -> tuple[Any, bool, tuple | None]:
+    """value (a dotted credential: dicts, lists, JSON scalars) with each
+    int, boolean and None leaf as its str(); whether it holds a list;
+    and a key equal for equal trees (types in it, as for the rest), or
+    None where a value is of no JSON type (a subclass)."""
+    listed = odd = False
+
+    def walk(v: Any) -> tuple[Any, Any]:
+        nonlocal listed, odd
+        kind = type(v)
+        if kind is dict:
+            out = {}
+            keys = []
+            for k, item in v.items():
+                out[k], item_key = walk(item)
+                keys.append((k, item_key))
+            return out, (dict, tuple(keys))
+        if kind is list:
+            listed = True
+            pairs = [walk(item) for item in v]
+            return [p[0] for p in pairs], (list, tuple(p[1] for p in pairs))
+        if kind in _STRINGIFIED:
+            return str(v), (kind, v)
+        odd = odd or kind is not str
+        return v, (kind, v if kind is str else None)
+
+    sent, key = walk(value)
+    return sent, listed or odd, None if odd else key
 
 
 def _roles_list(value: Any) -> list | None:
@@ -102,36 +134,58 @@ def _roles_raise(value: Any) -> bool:
     return kind in (int, bool, float) or value is None
 
 
+class Profile(NamedTuple):
+    """What the fast path needs to know of one input (fast_profile)."""
+
+    # The fast bundle variant exact for it (FULL, SIMPLE, LOWER, ASCII),
+    # or RAISING.
+    variant: int
+    # Equal for equal fast-path documents; None when there is none.
+    key: tuple | None
+    # The credentials and target to send.
+    credentials: Mapping[str, Any]
+    # Every dotted path of the rule walks cleanly (input.walked).
+    walked: bool
+    target: Mapping[str, Any]
+
+
 def fast_profile(
     doc: Mapping[str, Any],
     lists: bool = True,
     raising: bool = True,
     dotted: frozenset[str] = frozenset(),
     paths: tuple[tuple[str, ...], ...] = (),
-) -> tuple[int, tuple | None, Mapping[str, Any], bool] | None:
+) -> Profile | None:
     """What the fast path needs to know of a decision's input: one pass
-    over it (and, for an input that is not plain, one more to tell ASCII).
+    over it (and, for an input that is not simple, one more to tell ASCII).
 
     None when the fast path cannot decide it: roles are not a list of
     strings (once a string or a dict of them is sent as the list of
     what ``role:`` iterates), another credential is an object or a list
     holding one, a target value is a list, an object or a float.
-    Otherwise (the fast variant the input may use, a key equal for
-    equal fast-path documents or None, the credentials to send): types
-    are in the key, as True and 1 are equal in Python and not in Rego.
-    Values of a subclass of str, int or bool take the full variant and
-    no key; roles of a subclass of list or str take the three-valued
-    path.
+    Otherwise a :class:`Profile`.  Types are in its key, as True and 1
+    are equal in Python and not in Rego.  Values of a subclass of str,
+    int or bool take the full variant and no key; roles of a subclass
+    of list or str take the three-valued path.
+
+    oslo.policy compares a credential or a target value only by its
+    str() (``_find_in_dict`` and ``%(key)s``), and so do the fast paths
+    of conversions that say ``fast_lists`` (``lib.str_eq``,
+    ``lib.cred_is``, ``lib.cred_eq``, ``lib.subst_text``, each a
+    function of str() alone): for them (lists), every int, boolean and
+    None is sent as its str(), and ``==`` is then str() equality on any
+    ASCII input (the SIMPLE and LOWER variants).  Older conversions are
+    sent values as they are, and need strings that do not read like a
+    non-string's str() ("True", "1") for those variants.
 
     Credentials other than roles reach the fast path only through
     generic checks, which oslo.policy walks into a list item by item,
-    and the fast path's comparisons (``lib.str_eq``, ``lib.cred_is``,
-    ``lib.cred_eq``) walk a list of scalars the same way.  A list
-    holding one string is sent as that string (oslo.context's
-    ``service_roles`` on a service's token): the plain variants then
-    apply.  Longer lists take the ASCII or full variant, whose
-    comparisons walk them, if lists (the fast paths were converted so,
-    and the library is as written); else the three-valued path.
+    and the fast path's comparisons walk a list of scalars the same
+    way.  A list holding one string is sent as that string
+    (oslo.context's ``service_roles`` on a service's token): the simple
+    variants then apply.  Longer lists take the ASCII or full variant,
+    whose comparisons walk them, if lists (the fast paths were converted
+    so, and the library is as written); else the three-valued path.
     Hand-edited rules have no fast path.
 
     Roles that make every role check raise (None, a number, a list
@@ -139,19 +193,25 @@ def fast_profile(
     then decide with ``_rr_decision``, which reads no role), and no key.
     Credentials in dotted, which the rule reads only through dotted
     paths (``token.domain.id``), may hold anything: the fast path walks
-    them, and says "maybe" where the walk is not plain dicts.  The last
-    item says whether every one of paths (the rule's dotted paths) walks
-    only dicts to its end or a missing key here: then the fast path
-    need not look (``input.walked``).
+    them, and says "maybe" where the walk is not plain dicts.
+    ``walked`` says whether every one of paths (the rule's dotted paths)
+    walks only dicts, or lists of them, to its end or a missing key
+    here: then the fast path need not look (``input.walked``).
     """
     try:
         parts = (doc['credentials'].items(), doc['target'].items())
     except (KeyError, AttributeError, TypeError):
         return None
-    simple = lower = keyed = True
+    # simple: no list, no subclass (and, for older conversions, no
+    # string like a non-string's str()); lowered: every string that may
+    # be lower-cased (roles, target values) and every key is ASCII.
+    simple = lower = lowered = keyed = True
     roles_raise = False
     key = []
-    folded = {}
+    # What is sent in place of the document's values, by part.
+    sent: dict[bool, dict[str, Any]] = {True: {}, False: {}}
+    folded = sent[True]
+    stringify = lists
     for is_creds, items in zip((True, False), parts, strict=True):
         part = []
         for name, value in items:
@@ -163,9 +223,9 @@ def fast_profile(
                         if not isinstance(role, str):
                             roles = None
                             break
-                        simple = keyed = False
-                    elif simple and not _plain_ascii(role):
-                        simple = False
+                        simple = lowered = keyed = False
+                    elif lowered and not role.isascii():
+                        lowered = False
                     elif lower and not role.islower() and role != role.lower():
                         lower = False
                 if roles is None:
@@ -179,19 +239,30 @@ def fast_profile(
                     folded[name] = roles
                 value = (kind, tuple(roles))
             elif kind is str:
-                if simple and not _plain_ascii(value):
+                if stringify:
+                    if lowered and not is_creds and not value.isascii():
+                        lowered = False
+                elif simple and not _plain_ascii(value):
                     simple = False
+            elif kind in _STRINGIFIED:
+                if stringify:
+                    sent[is_creds][name] = str(value)
             elif is_creds and name in dotted and kind in (dict, list):
                 # A walk compares what it ends on with str_eq or cred_is:
                 # a list there needs the full variant, which walks it.
-                keyed = False
-                if simple and not _plain_tree(value):
-                    simple = False
+                if stringify:
+                    sent[True][name], listed, value = _str_tree(value)
+                    simple = simple and not listed
+                    keyed = keyed and value is not None
+                else:
+                    keyed = False
+                    if simple and not _tree(value, _plain_ascii, lists=False):
+                        simple = False
             elif is_creds and kind is list:
                 if len(value) == 1 and type(value[0]) is str:
                     value = folded[name] = value[0]
                     kind = str
-                    if simple and not _plain_ascii(value):
+                    if simple and not (stringify or _plain_ascii(value)):
                         simple = False
                 elif value:
                     if not (lists and all(type(v) in _SCALARS for v in value)):
@@ -204,20 +275,28 @@ def fast_profile(
                 not is_creds and isinstance(value, float)
             ):
                 return None
-            elif kind is not bool and kind is not int and value is not None:
-                simple = keyed = False
-            if simple and not (type(name) is str and name.isascii()):
-                simple = False
+            else:  # a subclass of str, int or bool
+                simple = lowered = keyed = False
+            if lowered and not (type(name) is str and name.isascii()):
+                lowered = False
             part.append((name, kind, value))
         key.append(tuple(part))
     creds = doc['credentials']
     if folded:
         creds = {**creds, **folded}
+    target = doc['target']
+    if sent[False]:
+        target = {**target, **sent[False]}
+    if not stringify:
+        # Older conversions compare by py_str, which lower-cases nothing,
+        # but their variants were chosen on every string.
+        lowered = all_ascii(creds) and all_ascii(target)
+        simple = simple and lowered
     if roles_raise:
         variant = RAISING
-    elif simple:
+    elif simple and lowered:
         variant = LOWER if lower else SIMPLE
-    elif all_ascii(creds) and all_ascii(doc['target']):
+    elif lowered:
         variant = ASCII
     else:
         variant = FULL
@@ -225,20 +304,27 @@ def fast_profile(
     # walked depends on the rule's paths as well as on the document: it
     # is part of what the key stands for (the engine reuses a converted
     # document for every rule sent an equal key).
-    return variant, (*key, walked) if keyed else None, creds, walked
+    return Profile(
+        variant, (*key, walked) if keyed else None, creds, walked, target
+    )
 
 
 def _clean_walk(creds: Mapping[str, Any], path: tuple[str, ...]) -> bool:
-    """Whether oslo.policy's walk of path through creds meets only
-    dicts until a key is missing or it ends, on a scalar or a list of
-    scalars: no raise, no branch, no str() of a container."""
-    value: Any = creds
-    for i, segment in enumerate(path):
-        if i and type(value) is not dict:
-            return False
-        if segment not in value:
-            return True
-        value = value[segment]
-    if type(value) is list:
-        return all(type(v) not in (list, dict) for v in value)
-    return type(value) is not dict
+    """Whether oslo.policy's walk of path through creds (``_find_in_dict``,
+    which walks a list item by item) meets only dicts until a key is
+    missing or it ends, on scalars: nothing raises, whatever the order
+    of the items, and no str() of a container is compared."""
+    nodes: list[Any] = [creds]
+    for segment in path:
+        found: list[Any] = []
+        for node in nodes:
+            if type(node) is not dict:
+                return False
+            if segment in node:
+                value = node[segment]
+                if type(value) is list:
+                    found.extend(value)
+                else:
+                    found.append(value)
+        nodes = found
+    return all(type(v) not in (list, dict) for v in nodes)

@@ -276,8 +276,10 @@ def test_the_python_tidy_is_lib_tidy(creds, target):
         ([], input_profile.LOWER),
         (['reader', 'Member'], input_profile.SIMPLE),
         (['r\u00f4le'], input_profile.FULL),
-        (['True'], input_profile.ASCII),
-        (['42'], input_profile.ASCII),
+        # Roles are compared as strings: reading like another type's
+        # str() does not matter (other values are sent as their str()).
+        (['True'], input_profile.SIMPLE),
+        (['42'], input_profile.LOWER),
     ],
 )
 def test_each_fast_variant_decides_as_the_full_policy(
@@ -323,7 +325,11 @@ def test_credential_lists_and_odd_roles_take_the_fast_path(tmp_path):
     assert doc['credentials']['x'] == ['a']  # the caller's is untouched
     two = {'credentials': {'x': ['a', 'b']}, 'target': {}}
     assert input_profile.fast_profile(two)[0] == input_profile.ASCII
+    # Credentials are compared, never lower-cased: only roles and target
+    # values (role:%(x)s) need to be ASCII for lower().
     wide = {'credentials': {'x': ['a', '\u00e9']}, 'target': {}}
+    assert input_profile.fast_profile(wide)[0] == input_profile.ASCII
+    wide = {'credentials': {'x': ['a', 'b']}, 'target': {'p': '\u00e9'}}
     assert input_profile.fast_profile(wide)[0] == input_profile.FULL
     nested = {'credentials': {'x': ['a', {'b': 1}]}, 'target': {}}
     assert input_profile.fast_profile(nested) is None
@@ -337,6 +343,13 @@ def test_credential_lists_and_odd_roles_take_the_fast_path(tmp_path):
         ('one', {'service_roles': ['x', 'y'], 'project_id': 'p1'}, False),
         ('one', {'service_roles': [], 'project_id': 'p1'}, False),
         ('one', {'service_roles': ['service'], 'project_id': 'p2'}, False),
+        (
+            'one',
+            {'service_roles': ['service'], 'project_id': 'p\u00e9'},
+            False,
+        ),
+        ('both', {'x': ['\u00e9', 'b', 'a']}, True),
+        ('subst', {'x': ['\u00e9', 'pre-p1']}, True),
         ('both', {'x': ['a']}, False),
         ('both', {'x': ['a', 'b']}, True),
         ('both', {'x': ['b', 1, 'a']}, True),
@@ -529,4 +542,55 @@ def test_dotted_credential_paths_walk_dicts_on_the_fast_path(tmp_path):
         )
         for doc in docs(plain[:4] + odd[:3], ['n'])
     ]
-    assert [w[3] for w in walked] == [True] * 4 + [False] * 3
+    assert [w.walked for w in walked] == [True] * 4 + [False] * 3
+    # Lists of dicts are walked too, whatever the order of their items.
+    listed = [
+        input_profile.fast_profile(
+            doc, dotted=frozenset({'token'}), paths=paths
+        ).walked
+        for doc in docs(plain[9:], ['n'])
+    ]
+    assert listed == [True] * 4
+
+
+def test_typed_values_are_sent_as_their_str(tmp_path):
+    """oslo.policy compares a credential or a target value by its str()
+    alone, so the engine sends ints, booleans and None as their str():
+    an ASCII input then takes a simple variant (``==`` for ``str_eq``),
+    whatever its strings read like ("True", "1"), and decides as the
+    three-valued rule does."""
+    from oslo_opa import notes
+
+    policy = _converted(
+        tmp_path,
+        '"typed": "x:True or x:1 or not x:None"\n'
+        '"eq": "project_id:%(p)s or user_id:pre-%(p)s"\n'
+        '"lit": "True:%(p)s or \'1\':%(p)s"\n'
+        '"dot": "token.domain.id:%(p)s or token.id:None"\n',
+    )
+    values = [True, False, None, 0, 1, -1, 'True', 'None', '1', '-1', 'x']
+    values += ['pre-1', 'pre-True']
+    checked = 0
+    for x in values:
+        for p in values:
+            for rule, creds in (
+                ('typed', {'x': x}),
+                ('eq', {'project_id': x, 'user_id': x}),
+                ('lit', {}),
+                ('dot', {'token': {'domain': {'id': x}, 'id': x}}),
+            ):
+                doc = {
+                    'credentials': {'roles': ['r'], **creds},
+                    'target': {'p': p},
+                    'rule': rule,
+                }
+                args = policy._b.profile_args[rule]
+                profile = input_profile.fast_profile(doc, *args)
+                assert profile.variant == input_profile.LOWER, doc
+                got = policy.evaluate(rule, doc)
+                assert notes.last.route == 'fast', doc
+                assert got is (policy.state(rule, doc) == 't'), doc
+                checked += got
+    assert 0 < checked < len(values) ** 2 * 4
+    # The caller's document is left as it was.
+    assert doc['credentials']['token']['id'] == 'pre-True'
