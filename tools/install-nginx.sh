@@ -29,6 +29,13 @@ find_nginx() {
     return 1
 }
 
+# The functional tests' workers may run this and the other install script
+# at once: one apt-get, and one policy-rc.d, at a time.
+exec 9>"${TMPDIR:-/tmp}/oslo-opa-apt.lock"
+if command -v flock >/dev/null; then
+    flock 9
+fi
+
 if nginx=$(find_nginx); then
     log "reusing $("$nginx" -v 2>&1) at $nginx"
     echo "$nginx"

@@ -89,6 +89,13 @@ find_registry() {
     return 1
 }
 
+# The functional tests' workers may run this and the other install script
+# at once: one apt-get, and one policy-rc.d, at a time.
+exec 9>"${TMPDIR:-/tmp}/oslo-opa-apt.lock"
+if command -v flock >/dev/null; then
+    flock 9
+fi
+
 if registry=$(find_registry); then
     log "reusing docker-registry at $registry"
 else
