@@ -24,12 +24,12 @@ it is used for (see ``input_profile``; the library variants are in
 * full bundle: as written, or with ``py_lower`` (``casefold.rego``:
   tables and a regex per call) plain ``lower()`` when every string is
   ASCII;
-* fast bundle: as written; with ``lower()`` when every string is ASCII
-  (``ASCII``); when besides none reads like the ``str()`` of a
-  non-string (``True``, ``42``) and no credential is a list, with
-  ``str_eq`` plain ``==`` too (``PLAIN_COMPARE``); and then, when every
-  role is lower case already, with the roles used as sent
-  (``LOWER_ROLES``).
+* fast bundle: as written; with ``lower()`` when every string that may
+  be lowered (roles, target values) is ASCII (``ASCII``); when besides
+  no credential is a list, with ``str_eq`` plain ``==`` too
+  (``PLAIN_COMPARE``: the engine sends ints, booleans and None as their
+  ``str()``); and then, when every role is lower case already, with the
+  roles used as sent (``LOWER_ROLES``).
 
 A rule qualifies for the ASCII variants when its modules are unedited
 and lower-case no text of their own (the manifest's ``ascii_lowering``).

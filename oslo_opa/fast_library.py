@@ -3,10 +3,11 @@
 A fast bundle holds only the library files its rule's fast path calls
 (regopy's query time grows with all the Rego compiled together): each
 helper maps to the file defining it and those it calls in turn.  For an
-input whose strings are all ASCII and plain (see ``input_profile``),
-files are swapped for variants that call nothing: ``lower()`` for
-``py_lower``, ``==`` and ``in`` for ``str_eq`` and ``cred_is``, and the
-roles as sent when they are lower case already.  Each variant is the
+input whose roles and target values are ASCII, with no list among its
+credentials (see ``input_profile``), files are swapped for variants
+that call nothing: ``lower()`` for ``py_lower``, ``==`` and ``in`` for
+``str_eq`` and ``cred_is``, and the roles as sent when they are lower
+case already.  Each variant is the
 same function on the inputs it is used for.
 """
 

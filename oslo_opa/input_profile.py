@@ -45,9 +45,9 @@ def all_ascii(doc: Any) -> bool:
 
 # The fast bundle variants, by the input's shape (see fast_profile).
 FULL = 0  # the library as written
-SIMPLE = 1  # ASCII and plain: ASCII_CASEFOLD, PLAIN_COMPARE, ASCII_ROLES
+SIMPLE = 1  # ASCII, no list: ASCII_CASEFOLD, PLAIN_COMPARE, ASCII_ROLES
 LOWER = 2  # SIMPLE, and every role lower case already: LOWER_ROLES
-ASCII = 3  # ASCII, not plain ("True", "1", lists): ASCII_CASEFOLD only
+ASCII = 3  # ASCII, with lists: ASCII_CASEFOLD only
 # Not a variant: FULL, asked for _rr_decision (roles that raise).
 RAISING = 4
 

@@ -1,10 +1,9 @@
 # str_eq and cred_is: comparison by Python's str(), for the fast path.
 #
 # The embedded driver swaps this file for plain ``==`` and ``in`` on an
-# input where those are the same functions: no string in it reads like
-# the str() of a non-string ("True", "False", "None", digits), so equal
-# str() means equal values (floats arrive as their str() already), and
-# no credential is a list.
+# input where those are the same functions: it sends every int, boolean
+# and None as its str() (floats arrive as their str() already), so that
+# equal str() means equal values, and no credential is a list.
 package oslo_opa.lib
 
 # str_eq(a, b): Python's str(a) == str(b), for scalars.  Two strings
