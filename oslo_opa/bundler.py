@@ -141,9 +141,10 @@ class Bundler:
         self.strict_builtin_errors = strict_builtin_errors
         owned = {e.module for e in self.manifest.rules.values()}
         owned |= {
-            e.fast_module
+            m
             for e in self.manifest.rules.values()
-            if e.fast_module in self.modules
+            for m in (e.fast_module, e.batch_module)
+            if m in self.modules
         }
         for entry in self.manifest.rules.values():
             if entry.module not in self.modules:

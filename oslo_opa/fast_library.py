@@ -42,6 +42,7 @@ FAST_LIBRARY: dict[str, tuple[str, ...]] = {
     'cred_is': (COMPARE, PYSTR),
     'has': (SUBST, PYSTR),
     'subst_text': (SUBST, PYSTR),
+    'subst_text_t': (SUBST, PYSTR),
     'cred_eq': (SUBST, PYSTR),
     'items': (SUBST, PYSTR),
     'odd_leaf': (SUBST, PYSTR),

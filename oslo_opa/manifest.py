@@ -31,6 +31,10 @@ class RuleEntry:
     package: str | None = None
     fast_module: str | None = None
     fast_sha256: str | None = None
+    # The fast path's batch form (convert/batchpath.py); None in older
+    # conversions.
+    batch_module: str | None = None
+    batch_sha256: str | None = None
     # Credentials read only through dotted paths (token.domain.id).
     dotted_credentials: tuple[str, ...] = ()
     # Those paths, as written (token.domain.id).
@@ -135,6 +139,8 @@ def parse(doc: Any, directory: str) -> Manifest:
                 package=entry.get('package'),
                 fast_module=entry.get('fast_module'),
                 fast_sha256=entry.get('fast_sha256'),
+                batch_module=entry.get('batch_module'),
+                batch_sha256=entry.get('batch_sha256'),
                 dotted_credentials=tuple(entry.get('dotted_credentials', ())),
                 dotted_paths=tuple(entry.get('dotted_paths', ())),
             )

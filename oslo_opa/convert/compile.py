@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from oslo_policy import _checks
 
 from oslo_opa.convert import naming
+from oslo_opa.convert.batchpath import BatchPath, target_readers
 from oslo_opa.convert.fastpath import FastPath
 from oslo_opa.convert.rules import RuleTable
 from oslo_opa.convert.syntax import (
@@ -42,6 +43,7 @@ class CompiledRule:
         the three-valued ``state``.
     :ivar fast_module: the same package's boolean fast path (``_fast``),
         written to a file of its own.
+    :ivar batch_module: the fast path's batch form (``batchpath.py``).
     :ivar check_str: the effective check string, as oslo.policy prints it.
     :ivar deps: rules whose packages this module reads.
     :ivar target_keys: target keys its ``%(...)s`` substitutions read.
@@ -68,6 +70,7 @@ class CompiledRule:
     dotted_paths: list[str] = dataclasses.field(default_factory=list)
     ascii_lowering: bool = True
     fast_entry: bool = False
+    batch_module: str = ''
 
     @property
     def query(self) -> str:
@@ -325,6 +328,7 @@ class _TableCompiler:
             for name, check in table.rules.items()
         }
         self.components = _cyclic_components(graph)
+        self.target_readers = target_readers(table.rules, graph)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -379,6 +383,7 @@ class _TableCompiler:
         for rule in fast:
             fast_lines += [rule, '']
         return CompiledRule(
+            batch_module=self._batch_module(name, check, header),
             name=name,
             package=package,
             module='\n'.join(lines),
@@ -394,6 +399,27 @@ class _TableCompiler:
             ascii_lowering=rc.ascii_lowering,
             fast_entry=not fastpath.special,
         )
+
+    def _batch_module(self, name: str, check, header: list[str]) -> str:
+        batch = BatchPath(
+            self.resolve,
+            self.packages.__getitem__,
+            name in self.components,
+            self.target_readers.__contains__,
+            name,
+        ).batch_rules(check)
+        lines = [
+            *header,
+            '# The fast path with the target an argument: many targets in',
+            '# one query (see oslo_opa/convert/batchpath.py).',
+            f'package {self.packages[name]}',
+            '',
+        ]
+        if 'lib.' in '\n'.join(batch):
+            lines += ['import data.oslo_opa.lib', '']
+        for rule in batch:
+            lines += [rule, '']
+        return '\n'.join(lines)
 
 
 def _decision(name: str) -> list[str]:

@@ -10,6 +10,7 @@ Layout::
     DIR/oslo_opa/*.rego            the helper library
     DIR/<prefix path>/<slug>.rego  one module per rule
     DIR/<prefix path>/<slug>.fast.rego  its boolean fast path
+    DIR/<prefix path>/<slug>.batch.rego  the fast path's batch form
     DIR/<prefix path>/<slug>_test.rego  its generated tests (testgen/)
     DIR/bundles/*.rbb              fast bundles, compiled (prebuilt.py)
 """
@@ -66,6 +67,11 @@ def fast_module_path(package: str) -> str:
     return package.replace('.', '/') + '.fast.rego'
 
 
+def batch_module_path(package: str) -> str:
+    """The file a package's batch form is written to, relative to DIR."""
+    return package.replace('.', '/') + '.batch.rego'
+
+
 def module_digest(text: str) -> str:
     """The digest the manifest records, to tell hand-edited modules."""
     return hashlib.sha256(text.encode('utf-8')).hexdigest()
@@ -83,6 +89,8 @@ def manifest(conv: Conversion, scope_types: dict[str, Any]) -> dict:
             'sha256': module_digest(rule.module),
             'fast_module': fast_module_path(rule.package),
             'fast_sha256': module_digest(rule.fast_module),
+            'batch_module': batch_module_path(rule.package),
+            'batch_sha256': module_digest(rule.batch_module),
             'check_str': rule.check_str,
             'match': naming.encode_match(name),
             'deps': rule.deps,
@@ -164,6 +172,7 @@ def render(
     for rule in conv.rules.values():
         files[module_path(rule.package)] = rule.module
         files[fast_module_path(rule.package)] = rule.fast_module
+        files[batch_module_path(rule.package)] = rule.batch_module
     for rel, text in (tests or {}).items():
         if rel in files:
             raise ConversionError(f'{rel}: a test module would replace it')

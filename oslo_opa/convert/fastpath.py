@@ -49,6 +49,13 @@ class FastPath:
     :param cyclic: whether the rule is part of a reference cycle.
     """
 
+    # Where checks read the target, and what helper rules are called:
+    # the batch form (batchpath.py) reads a function's argument instead.
+    TARGET = 'input.target'
+    HELPER = '_b'
+    # Whether maybe_error and _special are built.
+    MAYBE = True
+
     def __init__(self, resolve, package, cyclic: bool) -> None:
         self.resolve = resolve
         self.package = package
@@ -59,9 +66,25 @@ class FastPath:
         self._seen: dict[tuple, str] = {}
         self._hit: str | None = None
 
+    def _rule_ref(self, rule: str) -> str:
+        """What a reference to rule is in the fast path: its allow (not
+        _fast: a hand-edited module need only keep allow)."""
+        return f'data.{self.package(rule)}.allow'
+
     def _may_raise(self, condition: str) -> None:
         if condition not in self.maybe:
             self.maybe.append(condition)
+
+    def _name(self, n: int, bodies: list[list[str]]) -> str:
+        return f'_b{n}'
+
+    def _head(self, name: str, body: list[str]) -> str:
+        """The head of the helper called name, defined by body."""
+        return name
+
+    def _subst(self, fmt: Format) -> str:
+        """The text fmt substitutes from the target."""
+        return f'lib.subst_text({parts_term(fmt.parts)})'
 
     def _helper(self, bodies: list[list[str]]) -> str:
         # One helper per distinct condition: the embedded driver's query
@@ -71,13 +94,14 @@ class FastPath:
         if self._hit is not None:
             return self._hit
         self._count += 1
-        name = self._seen[key] = f'_b{self._count}'
+        name = self._seen[key] = self._name(self._count, bodies)
         for body in bodies:
+            head = self._head(name, body)
             if len(body) == 1:
-                self.helpers.append(f'{name} if {body[0]}')
+                self.helpers.append(f'{head} if {body[0]}')
             else:
                 inner = '\n'.join(f'\t{lit}' for lit in body)
-                self.helpers.append(f'{name} if {{\n{inner}\n}}')
+                self.helpers.append(f'{head} if {{\n{inner}\n}}')
         return name
 
     @property
@@ -229,7 +253,7 @@ class FastPath:
     def _neg(self, lit: str) -> str:
         if lit in ('true', 'false'):
             return 'false' if lit == 'true' else 'true'
-        if not lit.startswith('_b'):
+        if not lit.startswith(self.HELPER):
             lit = self._helper([[lit]])
         return f'not {lit}'
 
@@ -263,7 +287,7 @@ class FastPath:
             inner = self._literal(check.rule)
             if inner in ('true', 'false'):
                 return 'false' if inner == 'true' else 'true'
-            if not inner.startswith('_b'):
+            if not inner.startswith(self.HELPER):
                 inner = self._helper([[inner]])
             return f'not {inner}'
         if kind is _checks.AndCheck:
@@ -286,8 +310,7 @@ class FastPath:
                 return 'false'
             pkg = self.package(target)
             self._may_raise(f'data.{pkg}.maybe_error')
-            # allow, not _fast: a hand-edited module need only keep allow.
-            return f'data.{pkg}.allow'
+            return self._rule_ref(target)
         if kind is _checks.RoleCheck:
             return self._role(parse_format(check.match))
         if kind is _checks.GenericCheck:
@@ -307,7 +330,7 @@ class FastPath:
         self._keys(fmt)
         if fmt.static is not None:
             return f'{rego_string(fmt.static.lower())} in lib.roles_list_lower'
-        text = f'lib.subst_text({parts_term(fmt.parts)})'
+        text = self._subst(fmt)
         return f'lib.py_lower({text}) in lib.roles_list_lower'
 
     def _generic(self, kind: str, fmt: Format) -> str:
@@ -324,8 +347,8 @@ class FastPath:
                 return 'true' if fmt.static == value else 'false'
             if len(fmt.parts) == 1:
                 # 'member':%(x)s: str(target[x]) == 'member'
-                return _equal_str(ref('input.target', fmt.keys[0]), value)
-            text = f'lib.subst_text({parts_term(fmt.parts)})'
+                return _equal_str(ref(self.TARGET, fmt.keys[0]), value)
+            text = self._subst(fmt)
             return f'{text} == {rego_string(value)}'
         segments = kind.split('.')
         first = rego_string(segments[0])
@@ -348,9 +371,9 @@ class FastPath:
         self._may_raise(_UNTIDY)
         if len(fmt.parts) == 1:
             # project_id:%(target.project.id)s, the commonest check.
-            target = ref('input.target', fmt.keys[0])
+            target = ref(self.TARGET, fmt.keys[0])
             return f'lib.str_eq({cred}, {target})'
-        text = f'lib.subst_text({parts_term(fmt.parts)})'
+        text = self._subst(fmt)
         return f'lib.cred_eq({first}, {text})'
 
     def _dotted(self, segments: list[str], fmt: Format) -> str:
@@ -371,14 +394,17 @@ class FastPath:
         odd.append([*walk, f'lib.odd_leaf({value})'])
         # The embedded driver walks the dicts it sends in Python and says
         # so (input.walked): then none of these can hold.
-        self._may_raise(self._helper([['not input.walked', *b] for b in odd]))
+        if self.MAYBE:
+            self._may_raise(
+                self._helper([['not input.walked', *b] for b in odd])
+            )
         if fmt.static is not None:
             twins = ', '.join(_str_twins(fmt.static))
             found = f'lib.cred_is({value}, [{twins}])'
         elif len(fmt.parts) == 1:
-            found = f'lib.str_eq({value}, {ref("input.target", fmt.keys[0])})'
+            found = f'lib.str_eq({value}, {ref(self.TARGET, fmt.keys[0])})'
         else:
-            text = f'lib.subst_text({parts_term(fmt.parts)})'
+            text = self._subst(fmt)
             found = f'lib.str_eq({value}, {text})'
         return self._helper([[*walk, found]])
 

@@ -31,6 +31,26 @@ _part_present(p) if is_string(p)
 
 _part_present(p) if has(input.target, p.key)
 
+# subst_text_t(parts, t): subst_text with t for the target, for the fast
+# path's batch form (convert/batchpath.py).  t is bound in the body
+# because regopy does not see a function's parameters in a comprehension.
+subst_text_t(parts, t) := text if {
+	ps := parts
+	tt := t
+	every p in ps {
+		_part_present_t(p, tt)
+	}
+	text := concat("", [x | some p in ps; x := _part_str_t(p, tt)])
+}
+
+_part_present_t(p, _) if is_string(p)
+
+_part_present_t(p, t) if has(t, p.key)
+
+_part_str_t(p, _) := p if is_string(p)
+
+_part_str_t(p, t) := py_str(t[p.key]) if is_object(p)
+
 # cred_eq(key, m): _find_in_dict(creds, [key], m), when it cannot raise:
 # creds[key] is a scalar, or a list of scalars walked item by item.
 cred_eq(key, m) if py_str(input.credentials[key]) == m
