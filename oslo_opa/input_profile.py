@@ -309,6 +309,32 @@ def fast_profile(
     )
 
 
+def target_profile(
+    target: Mapping[str, Any],
+) -> tuple[Mapping[str, Any], bool] | None:
+    """The target half of :func:`fast_profile`, for many targets of one
+    caller (``engine_batch``): the target as sent (ints, booleans and None
+    as their str()), and whether its strings and keys are ASCII; None
+    when the fast path cannot take it (a list, a dict, a float, a value
+    of a subclass).  For conversions that say ``fast_lists``."""
+    sent = None
+    ascii_only = True
+    for name, value in target.items():
+        kind = type(value)
+        if kind is str:
+            if ascii_only and not value.isascii():
+                ascii_only = False
+        elif kind in _STRINGIFIED:
+            if sent is None:
+                sent = dict(target)
+            sent[name] = str(value)
+        else:
+            return None
+        if ascii_only and not (type(name) is str and name.isascii()):
+            ascii_only = False
+    return (target if sent is None else sent), ascii_only
+
+
 def _clean_walk(creds: Mapping[str, Any], path: tuple[str, ...]) -> bool:
     """Whether oslo.policy's walk of path through creds (``_find_in_dict``,
     which walks a list item by item) meets only dicts until a key is
