@@ -40,12 +40,14 @@ import regopy
 
 from oslo_opa import bundler, inputs, notes, overlay, regofast
 from oslo_opa import manifest as manifest_mod
+from oslo_opa.engine_batch import BatchedPolicy
 from oslo_opa.engine_overlays import EvaluationError, OverlaidPolicy
 from oslo_opa.input_profile import (
     FULL,
     LOWER,
     RAISING,
     SIMPLE,
+    Profile,
     all_ascii,
     fast_profile,
 )
@@ -61,7 +63,7 @@ _MAYBE = '{"expressions":["maybe"]}'
 _STATES = {'{"expressions":["%s"]}' % s: s for s in 'tfe'}
 
 
-class RegoPolicy(OverlaidPolicy):
+class RegoPolicy(BatchedPolicy, OverlaidPolicy):
     """A converted directory, ready to decide rules in this process.
 
     Thread-safe: interpreters hold input state, so each decision borrows
@@ -108,6 +110,8 @@ class RegoPolicy(OverlaidPolicy):
         self._pool_lock = threading.Lock()
         self.strict = strict
         self._use_overlays(overlays)
+        # Whether each rule's batch form may decide (engine_batch.py).
+        self._batch_ok: dict[str, bool] = {}
 
     # --- overlays and data -----------------------------------------------
 
@@ -119,6 +123,7 @@ class RegoPolicy(OverlaidPolicy):
         self.warnings = self._scope.warnings
         self._touched = self._scope.touched
         self._projection = {}
+        self._batch_ok = {}
 
     def replace(
         self,
@@ -335,41 +340,44 @@ class RegoPolicy(OverlaidPolicy):
         args = self._b.profile_args.get(rule)
         profile = fast_profile(input_doc, *args) if args is not None else None
         if profile is not None:
-            # lib.tidy holds (decided here, once, not in Rego per rule):
-            # the fast bundle decides, unless some check could still
-            # raise ("maybe"), when allow does.
-            fast_rule = self._b.alias[rule]
-            variant = profile.variant
-            if variant == RAISING:
-                # Roles that raise: the fast module's _rr_decision.
-                entry, variant = bundler.raising_roles_path, FULL
-            elif self._b.direct[fast_rule]:
-                entry = bundler.fast_path
-            else:
-                entry = bundler.decision_path
-            # A fast path reads only these (every value costs regopy
-            # time to convert).
-            doc = {
-                'credentials': profile.credentials,
-                'target': profile.target,
-            }
-            if profile.walked:
-                doc['walked'] = True
-            ok, text = self._query(
-                self._fast_bundle(fast_rule, variant),
-                entry(bundler.SHARED_ALLOW),
-                doc,
-                profile.key,
-            )
-            if ok and (text == _TRUE or text == _FALSE):
+            decided = self._fast(rule, profile)
+            if decided is not None:
                 notes.last.route = 'fast'
-                return text == _TRUE
-            if not (ok and text == _MAYBE):
-                raise EvaluationError(
-                    f'rule {rule!r}: the fast path gave no decision'
-                )
+                return decided
         notes.last.route = 'full'
         return self._answer(rule, *self._full_query(rule, path, input_doc))
+
+    def _fast(self, rule: str, profile: Profile) -> bool | None:
+        """The fast bundle's decision for an input lib.tidy accepts
+        (decided here, once, not in Rego per rule), or None when some
+        check could still raise ("maybe": allow decides)."""
+        fast_rule = self._b.alias[rule]
+        variant = profile.variant
+        if variant == RAISING:
+            # Roles that raise: the fast module's _rr_decision.
+            entry, variant = bundler.raising_roles_path, FULL
+        elif self._b.direct[fast_rule]:
+            entry = bundler.fast_path
+        else:
+            entry = bundler.decision_path
+        # A fast path reads only these (every value costs regopy time to
+        # convert).
+        doc = {'credentials': profile.credentials, 'target': profile.target}
+        if profile.walked:
+            doc['walked'] = True
+        ok, text = self._query(
+            self._fast_bundle(fast_rule, variant),
+            entry(bundler.SHARED_ALLOW),
+            doc,
+            profile.key,
+        )
+        if ok and (text == _TRUE or text == _FALSE):
+            return text == _TRUE
+        if not (ok and text == _MAYBE):
+            raise EvaluationError(
+                f'rule {rule!r}: the fast path gave no decision'
+            )
+        return None
 
     def _answer(self, rule: str, ok: bool, text: str) -> bool:
         """The decision in a query's result, or EvaluationError."""

@@ -20,7 +20,7 @@ each new bundle and hands it to :meth:`EmbeddedDriver.activate_bundle`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import regopy
@@ -29,6 +29,7 @@ from oslo_opa import overlay
 from oslo_opa.drivers import bundle_poll
 from oslo_opa.drivers.base import DecisionError, PolicyDirDriver, Settings
 from oslo_opa.engine import EvaluationError, RegoPolicy
+from oslo_opa.engine_batch import MIN_BATCH
 from oslo_opa.errors import PolicyLoadError
 from oslo_opa.policy_files import load_data
 
@@ -145,10 +146,48 @@ class EmbeddedDriver(PolicyDirDriver):
             raise DecisionError(f'rule {rule!r} is not in the policy')
         try:
             return policy.evaluate(rule, input_doc)
-        except (PolicyLoadError, EvaluationError) as e:
-            raise DecisionError(str(e)) from e
-        except regopy.RegoError as e:
-            # Its text may quote input values (credentials): not logged.
-            raise DecisionError(
-                f'rule {rule!r}: the engine failed ({type(e).__name__})'
-            ) from e
+        except (PolicyLoadError, EvaluationError, regopy.RegoError) as e:
+            raise _decision_error(rule, e) from e
+
+    def decide_many(
+        self, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[bool | DecisionError]:
+        """Decide several (rule, input) pairs, errors returned: the
+        targets of one rule in one query where its batch form can
+        (``engine_batch.py``), the others one by one."""
+        policy = self._policy
+        if policy is None:
+            policy = self._current()
+        by_rule: dict[str, list[int]] = {}
+        for i, (rule, _) in enumerate(items):
+            by_rule.setdefault(rule, []).append(i)
+        out: list[bool | DecisionError | None] = [None] * len(items)
+        for rule, where in by_rule.items():
+            if len(where) < MIN_BATCH or rule not in policy.manifest.rules:
+                for i in where:
+                    try:
+                        out[i] = self.decide(*items[i])
+                    except DecisionError as e:
+                        out[i] = e
+                continue
+            answers = policy.evaluate_many(rule, [items[i][1] for i in where])
+            for i, answer in zip(where, answers, strict=True):
+                if isinstance(answer, Exception):
+                    if not isinstance(answer, _ENGINE_ERRORS):
+                        raise answer
+                    answer = _decision_error(rule, answer)
+                out[i] = answer
+        return out  # type: ignore[return-value]
+
+
+_ENGINE_ERRORS = (PolicyLoadError, EvaluationError, regopy.RegoError)
+
+
+def _decision_error(rule: str, e: Exception) -> DecisionError:
+    """The DecisionError for an engine's exception."""
+    if isinstance(e, regopy.RegoError):
+        # Its text may quote input values (credentials): not logged.
+        return DecisionError(
+            f'rule {rule!r}: the engine failed ({type(e).__name__})'
+        )
+    return DecisionError(str(e))
