@@ -147,7 +147,8 @@ def bundle_files(
     if library != 'only':
         # The rule the http driver asks for several decisions at once.
         name = batch.file_name(manifest.package_prefix)
-        files[name] = batch.module(manifest.package_prefix).encode('utf-8')
+        text = batch.module(manifest.package_prefix, manifest)
+        files[name] = text.encode('utf-8')
         roots.append(batch.package(manifest.package_prefix).split('.'))
     if overlays:
         if not manifest.overlay_hooks:

@@ -120,7 +120,7 @@ def push(
     for name, text in overlay_files(overlays).items():
         service_ids[own + name] = text
     prefix = manifest.package_prefix
-    service_ids[own + batch.file_name(prefix)] = batch.module(prefix)
+    service_ids[own + batch.file_name(prefix)] = batch.module(prefix, manifest)
     try:
         existing = list_policies(client)
     except OpaError as e:

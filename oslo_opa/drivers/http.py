@@ -14,10 +14,9 @@ Transport
     bounded by timeouts; failures before the request was sent are
     retried ``opa_retries`` times, nothing after.
 Batches
-    ``decide_many`` asks the bundle's batch rule (``oslo_opa/batch.py``)
-    for up to ``BATCH_LIMIT`` decisions in one request; one request per
-    item where OPA has no batch rule, or could not answer a batch whole
-    (an item erred: it gets its error, the others their decisions).
+    ``decide_many`` asks the bundle's batch rules (``oslo_opa/batch.py``)
+    for up to 1,000 decisions in one request, the targets of one rule
+    for one caller as a group (``http_batch.py``).
 Circuit breaker and warm-up
     A transport failure opens the circuit (decisions fail at once until
     a background probe gets an answer); OPA is asked every rule's path
@@ -39,11 +38,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from oslo_opa import batch, inputs, notes, overlay
+from oslo_opa import inputs, notes, overlay
 from oslo_opa.drivers.base import DecisionError, PolicyDirDriver, Settings
+from oslo_opa.drivers.http_batch import HttpBatching
 from oslo_opa.drivers.transport import Transport, TransportError
 from oslo_opa.drivers.upkeep import Upkeep
 from oslo_opa.engine import RegoPolicy
@@ -52,8 +52,6 @@ from oslo_opa.opts import HTTP_DEFAULTS
 LOG = logging.getLogger(__name__)
 
 DEFAULTS = HTTP_DEFAULTS
-# Decisions asked in one request at most, by decide_many.
-BATCH_LIMIT = 1000
 # One encoder for every request (json.dumps with options makes one each).
 _encode = json.JSONEncoder(separators=(',', ':')).encode
 # OPA's whole answer when it logs no decisions: no need to parse it.
@@ -72,7 +70,7 @@ def _option(options: Mapping[str, Any], name: str) -> Any:
     return DEFAULTS[name] if value is None else value
 
 
-class HttpDriver(Upkeep, PolicyDirDriver):
+class HttpDriver(HttpBatching, Upkeep, PolicyDirDriver):
     """Decide with an OPA server (``driver = http``).
 
     ``rego_path`` is required: its manifest maps rules to OPA paths.
@@ -113,7 +111,10 @@ class HttpDriver(Upkeep, PolicyDirDriver):
             warm_up=bool(_option(opts, 'opa_warm_up')),
         )
         self._dropped_seen = 0
-        self._no_batch = False
+        # What OPA lacks of the batch rules (http_batch.py), until the
+        # policy changes.
+        self._no_batch = self._no_groups = False
+        self._groupable: tuple[RegoPolicy, frozenset[str]] | None = None
         self._check()
 
     # --- policy (manifest) ---------------------------------------------------
@@ -131,7 +132,7 @@ class HttpDriver(Upkeep, PolicyDirDriver):
         )
 
     def loaded(self, policy: RegoPolicy) -> None:
-        self._no_batch = False
+        self._no_batch = self._no_groups = False
         self._request_warm_up()
 
     def input_for(
@@ -194,74 +195,6 @@ class HttpDriver(Upkeep, PolicyDirDriver):
                 decision_id,
             )
         return result
-
-    def decide_many(
-        self, items: Sequence[tuple[str, Mapping[str, Any]]]
-    ) -> list[bool | DecisionError]:
-        """Several decisions in one request per BATCH_LIMIT items (the
-        bundle's batch rule, see oslo_opa/batch.py); one request each
-        where OPA has no batch rule, and for the items of a batch OPA
-        could not answer whole (one of them erred: it gets its error,
-        the others their decisions)."""
-        policy = self._policy
-        if len(items) < 2 or self._no_batch or policy is None:
-            return super().decide_many(items)
-        out: list[bool | DecisionError | None] = [None] * len(items)
-        asked = []
-        for i, (rule, doc) in enumerate(items):
-            entry = policy.manifest.rules.get(rule)
-            if entry is None:
-                out[i] = DecisionError(f'rule {rule!r} is not in the manifest')
-            else:
-                slug = entry.path.rsplit('/', 2)[-2]
-                asked.append((i, rule, slug, doc))
-        prefix = policy.manifest.package_prefix
-        for start in range(0, len(asked), BATCH_LIMIT):
-            chunk = asked[start : start + BATCH_LIMIT]
-            got = self._batch(prefix, chunk)
-            if got is None:
-                got = super().decide_many([(r, d) for _, r, _, d in chunk])
-            for (i, _, _, _), value in zip(chunk, got, strict=True):
-                out[i] = value
-        return out  # type: ignore[return-value]
-
-    def _batch(
-        self, prefix: str, chunk: list[tuple[int, str, str, Any]]
-    ) -> list[bool | DecisionError] | None:
-        """One batch's decisions, or None to ask its items one by one."""
-        if self._open or self._closed.is_set():
-            return [DecisionError(self._not_asking(r)) for _, r, _, _ in chunk]
-        try:
-            body = batch.body([(slug, doc) for _, _, slug, doc in chunk])
-        except (TypeError, ValueError):
-            return None
-        try:
-            status, data = self.transport.request(
-                'POST', f'/v1/data/{batch.path(prefix)}{self._query}', body
-            )
-        except TransportError as e:
-            self._trip(e)
-            return [
-                DecisionError(f'rule {r!r}: OPA at {self.url}: {e}')
-                for _, r, _, _ in chunk
-            ]
-        if status != 200:
-            return None  # an item erred: each gets its own answer
-        answers = batch.answers(data, len(chunk))
-        if answers is None:
-            # No batch rule in OPA (a bundle not built by oslo-opa, or
-            # an older one): ask one by one until the policy changes.
-            self._no_batch = True
-            return None
-        return [
-            a
-            if a is not None
-            else DecisionError(
-                f'rule {r!r}: no boolean allow in OPA for this input (is '
-                f'the policy loaded? see oslo-opa status)'
-            )
-            for (_, r, _, _), a in zip(chunk, answers, strict=True)
-        ]
 
     def close(self) -> None:
         self._closed.set()

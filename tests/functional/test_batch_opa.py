@@ -1,10 +1,11 @@
 """decide_many over http: one request for a batch, against the real OPA.
 
-The bundle ``oslo-opa bundle`` builds carries each service's batch rule
-(oslo_opa/batch.py).  decide_many sends one request per batch and gets
-the same decisions as one decide per item; an item that errs in OPA
-gets its error and the others still decide; a bundle without the batch
-rule is asked one item at a time.
+The bundle ``oslo-opa bundle`` builds carries each service's batch rules
+(oslo_opa/batch.py).  decide_many sends one request per batch, the
+targets of one rule for one caller as a group, and gets the same
+decisions as one decide per item, overlays or not; an item that errs in
+OPA gets its error and the others still decide; a bundle without the
+batch rules is asked one item at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ from tests.corpus import policy_file
 from tests.functional.test_opa_sidecar import Opa
 
 SERVICE = 'neutron'
+DECISIONS = '/v1/data/oslo_opa/batch/neutron/decisions'
+RESULTS = '/v1/data/oslo_opa/batch/neutron/results'
+# An overlay that reads the target: owners "p3" are denied everything,
+# and "p4" are granted get_port.
+TARGETED = """package oslo_opa.overlay
+
+deny["*"] contains "frozen" if input.target.project_id == "p3"
+
+grant["get_port"] contains "shared" if input.target.project_id == "p4"
+"""
 # An overlay that errs (lower() of a number, a builtin error under
 # strict-builtin-errors) for one caller, and says nothing otherwise.
 ERRING = """package oslo_opa.overlay
@@ -105,7 +116,7 @@ def test_one_request_decides_as_one_per_item(opa_bin, tmp_path, converted):
             {'project_id': f'p{i}', 'id': f'port{i}'} for i in range(300)
         ]
         many = d.decide_many([('get_port', t) for t in targets], creds)
-        assert requests.paths == ['/v1/data/oslo_opa/batch/neutron/results']
+        assert requests.paths == [DECISIONS]
         one = [d.decide('get_port', t, creds) for t in targets]
         assert many == one
         assert many[1] is True and many[0] is False
@@ -166,8 +177,8 @@ def test_without_the_batch_rule_one_request_per_item(
         targets = [{'project_id': f'p{i}'} for i in range(5)]
         many = d.decide_many([('get_port', t) for t in targets], creds)
         assert many == [False, True, False, False, False]
-        assert requests.paths[0] == '/v1/data/oslo_opa/batch/neutron/results'
-        assert len(requests.paths) == 6
+        assert requests.paths[:2] == [DECISIONS, RESULTS]
+        assert len(requests.paths) == 7
         # Known from then on: no more batch requests.
         requests.paths.clear()
         d.decide_many([('get_port', t) for t in targets], creds)
@@ -180,14 +191,64 @@ def test_without_the_batch_rule_one_request_per_item(
 def test_the_batch_rule_is_opa_check_and_fmt_clean(
     opa_bin, tmp_path, converted
 ):
-    from oslo_opa import batch
+    from oslo_opa import batch, manifest
     from tests.functional.conftest import run_opa
 
     path = tmp_path / 'batch.rego'
-    path.write_text(batch.module('neutron'))
+    path.write_text(batch.module('neutron', manifest.load(converted)))
     proc = run_opa(opa_bin, 'check', '--strict', converted, str(path))
     assert proc.returncode == 0, proc.stderr
     proc = run_opa(opa_bin, 'fmt', '--list', str(path))
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout
     assert os.path.basename(batch.file_name('neutron')) == 'neutron.rego'
     json.loads(batch.body([('a', {})]))
+
+
+@pytest.mark.parametrize('with_overlay', [False, True])
+def test_groups_decide_as_one_per_item(
+    opa_bin, tmp_path, converted, with_overlay
+):
+    """Every rule of the service over odd and ordinary targets, for
+    callers the fast path takes and for others, in one request: each
+    decision is the one OPA gives a single query, with and without an
+    overlay that reads the target."""
+    from oslo_opa.convert import load_rule_table
+
+    overlays = None
+    kw = {}
+    if with_overlay:
+        odir = tmp_path / 'ov'
+        odir.mkdir()
+        (odir / 't.rego').write_text(TARGETED)
+        overlays = overlay.load([str(odir)], embedded=False)
+        kw = {'overlay_path': [str(odir)]}
+    opa = _serve(opa_bin, tmp_path, converted, overlays=overlays)
+    try:
+        d = _decider(converted, opa, **kw)
+        requests = _Requests(d.driver)
+        table = load_rule_table(policy_files=[policy_file(SERVICE)])
+        rules = list(table.rules)[::5]
+        targets = [{'project_id': f'p{i % 6}', 'id': str(i)} for i in range(8)]
+        targets += [
+            {'project_id': ['p1'], 'network:project_id': 'p1'},
+            {'project_id': 1.5, 'tenant_id': None},
+            {'project_id': 'p1', 'network:shared': True, 'x': {'a': 1}},
+        ]
+        callers = [
+            {'roles': ['reader'], 'project_id': 'p1', 'user_id': 'u1'},
+            {'roles': ['admin', 'member'], 'project_id': 'p2'},
+            {'roles': 'reader', 'project_id': 'p1', 'service_roles': ['a']},
+        ]
+        mismatches = []
+        for creds in callers:
+            pairs = [(r, t) for r in rules for t in targets]
+            requests.paths.clear()
+            many = d.decide_many(pairs, creds)
+            assert requests.paths == [DECISIONS]
+            for (rule, target), got in zip(pairs, many, strict=True):
+                if got is not d.decide(rule, target, creds):
+                    mismatches.append((rule, creds, target, got))
+        assert not mismatches, mismatches[:10]
+        d.close()
+    finally:
+        opa.stop()
