@@ -6,8 +6,9 @@ calls against one ``decide_many``, with the embedded driver and over
 http to a real OPA (``opa run --server`` with the bundle ``oslo-opa
 bundle`` writes), decision cache off.  Two lists: ports of seven owners
 (a list as a project sees it; equal inputs are decided once), and ports
-of a thousand owners (every input differs; over http, one request for
-the batch).  Targets (issue 13): at least 10x over http, 2x embedded.
+of a thousand owners (every input differs: the rule's batch form,
+``<rule>.batch.rego``, decides them in one query, over http in one
+request).  Targets (issue 13): at least 10x over http, 2x embedded.
 """
 
 from __future__ import annotations
