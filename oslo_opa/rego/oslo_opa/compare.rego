@@ -7,26 +7,27 @@
 package oslo_opa.lib
 
 # str_eq(a, b): Python's str(a) == str(b), for scalars.  Two strings
-# compare as they are: the common case spares the py_str calls.  A list
-# a (a credential, which oslo.policy's _find_in_dict walks item by item)
-# matches when one of its scalar items does; lib.tidy lets no list reach
-# here, the embedded driver lets lists of scalars (input_profile).
-str_eq(a, b) if {
+# compare as they are, in one body: the common case spares the py_str
+# calls and the other bodies (an engine tries every body of a function).
+# A list a (a credential, which oslo.policy's _find_in_dict walks item by
+# item) matches when one of its scalar items does; lib.tidy lets no list
+# reach here, the embedded driver lets lists of scalars (input_profile).
+str_eq(a, b) := a == b if {
 	is_string(a)
-	a == b
-}
+	is_string(b)
+} else := _str_eq(a, b)
 
-str_eq(a, b) if {
+_str_eq(a, b) if {
 	not is_string(a)
 	py_str(a) == py_str(b)
 }
 
-str_eq(a, b) if {
+_str_eq(a, b) if {
 	not is_string(b)
 	py_str(a) == py_str(b)
 }
 
-str_eq(a, b) if {
+_str_eq(a, b) if {
 	is_array(a)
 	some x in a
 	py_str(x) == py_str(b)
