@@ -112,6 +112,18 @@ class BatchPath(FastPath):
             return f'data.{pkg}._fast_t(t)'
         return f'data.{pkg}._fast_c'
 
+    def _only_top(self, top: str) -> bool:
+        """Whether top is a helper that no other helper calls."""
+        name = top.split('(')[0]
+        if not name.startswith(self.HELPER) or top != self._name(
+            self._count, []
+        ):
+            return False
+        mention = re.compile(rf'\b{name}\b')
+        return not any(
+            mention.search(h.split(' if ', 1)[1]) for h in self.helpers
+        )
+
     def batch_rules(self, check: _checks.BaseCheck) -> list[str]:
         """The rules of ``<rule>.batch.rego``."""
         head, default = (
@@ -123,15 +135,60 @@ class BatchPath(FastPath):
             )
         )
         top = 'false' if self.cyclic else self._literal(check)
+        helpers = self.helpers
         if top in ('true', 'false'):
             out = [f'{default} := {top}']
+        elif self._only_top(top):
+            # The helper made for the whole check string becomes the rule
+            # itself: a call less for each target.
+            name = top.split('(')[0]
+            out = [f'default {default} := false']
+            helpers = [
+                re.sub(rf'^{name}\b', head.split('(')[0], h) for h in helpers
+            ]
         else:
             if not _USES_T.search(top):
                 head = default
             out = [f'default {default} := false', f'{head} if {top}']
-        out += self.helpers
+        out += _inline_once(helpers)
         if self.own:
             out.append(
                 '_fast_batch := [d | some t in input.targets; d := _fast_t(t)]'
             )
         return out
+
+
+_CALL_ONLY = re.compile(r'(_fast_t|_t[0-9]+)\((?:t|_)\) if (_t[0-9]+)\(t\)')
+
+
+def _inline_once(rules: list[str]) -> list[str]:
+    """Fold a one-body helper that only ``<f>(t) if <helper>(t)`` calls
+    into that body: each call costs every target (fastpath.py does the
+    same for the fast path)."""
+    out = list(rules)
+    changed = True
+    while changed:
+        changed = False
+        heads = [r.split('(', 1)[0] for r in out]
+        for i, rule in enumerate(out):
+            found = _CALL_ONLY.fullmatch(rule)
+            if found is None:
+                continue
+            name = found.group(2)
+            if heads.count(name) != 1:
+                continue
+            mention = re.compile(rf'\b{name}\(')
+            uses = sum(
+                len(mention.findall(r.split(' if ', 1)[1]))
+                for r in out
+                if ' if ' in r
+            )
+            if uses != 1:
+                continue
+            body = out[heads.index(name)].split(' if ', 1)[1]
+            arg = 't' if _USES_T.search(body) else '_'
+            out[i] = f'{found.group(1)}({arg}) if {body}'
+            del out[heads.index(name)]
+            changed = True
+            break
+    return out
