@@ -91,10 +91,21 @@ def module(prefix: str, manifest: Any = None) -> str:
             '_input(t) := {"credentials": input.credentials, '
             '"target": t, "rule": input.rule}',
             '',
-            '# A target value the fast path cannot compare (lib.tidy).',
+            '# A target value the fast path cannot compare (lib.tidy: no',
+            '# str() known here).',
             '_odd(t) if {',
             '\tsome v in t',
-            '\tnot is_string(lib.py_str(v))',
+            '\tnot is_string(v)',
+            '\tnot _scalar(v)',
+            '}',
+            '',
+            '_scalar(v) if is_boolean(v)',
+            '',
+            '_scalar(v) if is_null(v)',
+            '',
+            '_scalar(v) if {',
+            '\tis_number(v)',
+            '\tv == floor(v)',
             '}',
             '',
             '# An overlay is loaded: each target asks it.',
@@ -109,25 +120,37 @@ def module(prefix: str, manifest: Any = None) -> str:
             f'[d | some t in input.targets; d := _d{n}(t)]',
             '',
             f'_d{n}(t) := d if {{',
-            f'\tnot _slow{n}(t)',
+            f'\t_plain{n}',
+            '\tnot _odd(t)',
+            f'\td := data.{package_name}._fast_t(t)',
+            '} else := d if {',
+            f'\t_fast{n}',
+            '\tnot _odd(t)',
+            f'\tnot _overlaid{n}(t)',
             f'\td := data.{package_name}._fast_t(t)',
             '} else := d if {',
             f'\td := data.{package_name}.allow with input as _input(t)',
             '}',
             '',
-            f'_slow{n}(_) if not lib.tidy',
+            '# Once for all targets: the credentials are tidy, and no check',
+            '# of the rule can raise on them (and no overlay is loaded).',
+            f'_fast{n} if {{',
+            '\tlib.tidy',
+            f'\tnot data.{package_name}._special',
+            '}',
             '',
-            f'_slow{n}(_) if data.{package_name}._special',
+            f'_plain{n} if {{',
+            f'\t_fast{n}',
+            '\tnot _overlays',
+            '}',
             '',
-            f'_slow{n}(t) if _odd(t)',
-            '',
-            f'_slow{n}(t) if {{',
+            f'_overlaid{n}(t) if {{',
             '\t_overlays',
             f'\tsome name in [{names}]',
             '\tlib.overlay_denies(name) with input as _input(t)',
             '}',
             '',
-            f'_slow{n}(t) if {{',
+            f'_overlaid{n}(t) if {{',
             '\t_overlays',
             f'\tsome name in [{names}]',
             '\tlib.overlay_grants(name) with input as _input(t)',
@@ -191,6 +214,38 @@ def answers(data: bytes, count: int) -> list[Any] | None:
 def decisions_path(prefix: str) -> str:
     """The REST path of the groups and items of one request."""
     return package(prefix).replace('.', '/') + '/decisions'
+
+
+def rule_path(prefix: str, slug: str) -> str:
+    """The REST path of one group's decisions (``rules[<slug>]``)."""
+    return package(prefix).replace('.', '/') + f'/rules/{slug}'
+
+
+def group_body(creds: Any, rule: str, targets: Sequence[Any]) -> bytes:
+    """The request for one group, at :func:`rule_path`.
+
+    :raises TypeError, ValueError: an input is not JSON.
+    """
+    doc = {
+        'input': {'credentials': creds, 'rule': rule, 'targets': list(targets)}
+    }
+    return json.dumps(doc, separators=(',', ':')).encode('ascii')
+
+
+def group_answers(data: bytes, count: int) -> list[bool] | None:
+    """One group's decisions from OPA's reply, or None when it is not a
+    list of count booleans (no batch form of the rule in OPA)."""
+    try:
+        result = json.loads(data).get('result')
+    except (ValueError, AttributeError):
+        return None
+    if (
+        isinstance(result, list)
+        and len(result) == count
+        and all(type(v) is bool for v in result)
+    ):
+        return result
+    return None
 
 
 def decisions_body(

@@ -24,6 +24,7 @@ from tests.functional.test_opa_sidecar import Opa
 SERVICE = 'neutron'
 DECISIONS = '/v1/data/oslo_opa/batch/neutron/decisions'
 RESULTS = '/v1/data/oslo_opa/batch/neutron/results'
+GET_PORT = '/v1/data/oslo_opa/batch/neutron/rules/get_port'
 # An overlay that reads the target: owners "p3" are denied everything,
 # and "p4" are granted get_port.
 TARGETED = """package oslo_opa.overlay
@@ -116,7 +117,7 @@ def test_one_request_decides_as_one_per_item(opa_bin, tmp_path, converted):
             {'project_id': f'p{i}', 'id': f'port{i}'} for i in range(300)
         ]
         many = d.decide_many([('get_port', t) for t in targets], creds)
-        assert requests.paths == [DECISIONS]
+        assert requests.paths == [GET_PORT]
         one = [d.decide('get_port', t, creds) for t in targets]
         assert many == one
         assert many[1] is True and many[0] is False
@@ -177,8 +178,8 @@ def test_without_the_batch_rule_one_request_per_item(
         targets = [{'project_id': f'p{i}'} for i in range(5)]
         many = d.decide_many([('get_port', t) for t in targets], creds)
         assert many == [False, True, False, False, False]
-        assert requests.paths[:2] == [DECISIONS, RESULTS]
-        assert len(requests.paths) == 7
+        assert requests.paths[:3] == [GET_PORT, DECISIONS, RESULTS]
+        assert len(requests.paths) == 8
         # Known from then on: no more batch requests.
         requests.paths.clear()
         d.decide_many([('get_port', t) for t in targets], creds)
@@ -227,7 +228,7 @@ def test_groups_decide_as_one_per_item(
         d = _decider(converted, opa, **kw)
         requests = _Requests(d.driver)
         table = load_rule_table(policy_files=[policy_file(SERVICE)])
-        rules = list(table.rules)[::5]
+        rules = list(table.rules)[::5] + ['get_port', 'update_port']
         targets = [{'project_id': f'p{i % 6}', 'id': str(i)} for i in range(8)]
         targets += [
             {'project_id': ['p1'], 'network:project_id': 'p1'},
@@ -238,6 +239,9 @@ def test_groups_decide_as_one_per_item(
             {'roles': ['reader'], 'project_id': 'p1', 'user_id': 'u1'},
             {'roles': ['admin', 'member'], 'project_id': 'p2'},
             {'roles': 'reader', 'project_id': 'p1', 'service_roles': ['a']},
+            # str() of the list target: oslo.policy's match, which the
+            # fast path would miss (the batch rule sends it to allow).
+            {'roles': ['reader'], 'project_id': "['p1']"},
         ]
         mismatches = []
         for creds in callers:
@@ -249,6 +253,53 @@ def test_groups_decide_as_one_per_item(
                 if got is not d.decide(rule, target, creds):
                     mismatches.append((rule, creds, target, got))
         assert not mismatches, mismatches[:10]
+        d.close()
+    finally:
+        opa.stop()
+
+
+def test_groups_send_odd_targets_to_allow(opa_bin, tmp_path):
+    """A target value the fast path cannot compare (a list, a dict, a
+    number that is not whole) is decided by the rule's allow: under
+    "not", the fast path's false would turn into an allow oslo.policy
+    does not give."""
+    from tests.differential import enforcer_for, oslo_decision
+
+    src = tmp_path / 'policy.yaml'
+    src.write_text(
+        '"neg": "not project_id:%(p)s"\n'
+        '"role": "not role:%(r)s and role:reader"\n'
+    )
+    out = str(tmp_path / 'out')
+    convert(out, policy_files=[str(src)], tests=False)
+    from oslo_opa.convert import load_rule_table
+
+    enforcer = enforcer_for(load_rule_table(policy_files=[str(src)]))
+    opa = _serve(opa_bin, tmp_path, out)
+    try:
+        d = _decider(out, opa)
+        requests = _Requests(d.driver)
+        creds = {'roles': ['reader'], 'project_id': "['p1']"}
+        targets = [
+            {'p': 'p1', 'r': 'x'},
+            {'p': "['p1']", 'r': 'reader'},
+            {'p': ['p1'], 'r': 'x'},
+            {'p': {'a': 1}, 'r': ['reader']},
+            {'p': 'p2', 'r': {'reader': 1}},
+            {'p': 2.5, 'r': 'x'},
+        ]
+        for rule in ('neg', 'role'):
+            requests.paths.clear()
+            many = d.decide_many([(rule, t) for t in targets], creds)
+            assert len(requests.paths) == 1
+            assert requests.paths[0].endswith(f'/rules/{rule}')
+            one = [d.decide(rule, t, creds) for t in targets]
+            assert many == one, rule
+            # Each the Rego's answer; where oslo.policy compares the
+            # str() of a container, the Rego denies (fails closed).
+            native = [oslo_decision(enforcer, rule, creds, t) for t in targets]
+            allowed = zip(many, native, strict=True)
+            assert [m for m, n in allowed if m and not n] == []
         d.close()
     finally:
         opa.stop()
