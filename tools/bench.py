@@ -42,10 +42,12 @@ Sections (all by default, or name them):
     (``?metrics``: ``timer_server_handler_ns``; target at most 100 us
     at p50 on the unix socket), next to a bare socket client's (the
     part of it no client avoids), with how often OPA found the query
-    prepared (it keeps 100 paths).  Then through oslo.policy: an
-    Enforcer whose ``opa:`` checks use the driver against one whose
-    checks use the naive client (same Decider, same inputs), target
-    the driver at least 3x faster at p50.
+    prepared (it keeps 100 paths).  The unix socket again with OPA and
+    this process on one CPU (``1cpu``, ``taskset``): what the wake-ups
+    across CPUs cost.  Then through oslo.policy: an Enforcer whose
+    ``opa:`` checks use the driver against one whose checks use the
+    naive client (same Decider, same inputs), target the driver at
+    least 3x faster at p50.
 ``overlay``
     What overlays cost the embedded driver: p50/p99 against native and
     against no overlay (``bench_overlays.py``).
@@ -324,10 +326,14 @@ def _opa_binary() -> str | None:
 
 
 def _start_opa(
-    opa_bin: str, bundle_path: str, workdir: str, unix: bool = False
+    opa_bin: str,
+    bundle_path: str,
+    workdir: str,
+    unix: bool = False,
+    cpu: int | None = None,
 ):
     """OPA serving bundle_path on a loopback port (or a unix socket in
-    workdir): (process, opa_url)."""
+    workdir), on the CPU cpu alone if given: (process, opa_url)."""
     import socket
     import subprocess
 
@@ -344,9 +350,11 @@ def _start_opa(
             addr = f'127.0.0.1:{s.getsockname()[1]}'
         url = f'http://{addr}'
     log = open(os.path.join(workdir, 'opa.log'), 'wb')  # noqa: SIM115
+    # taskset (util-linux), not preexec_fn: this process has threads.
+    pin = [] if cpu is None else ['taskset', '-c', str(cpu)]
     proc = subprocess.Popen(
         [
-            opa_bin, 'run', '--server', '--addr', addr,
+            *pin, opa_bin, 'run', '--server', '--addr', addr,
             '--log-level', 'error', '--skip-version-check',
             '--shutdown-grace-period', '1', '--bundle', bundle_path,
         ],
