@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -91,7 +92,16 @@ class RegoPolicy(BatchedPolicy, OverlaidPolicy):
     ) -> None:
         self.directory = directory
         self.manifest = manifest_mod.load(directory)
-        self.modules = read_modules(directory)
+        # The batch forms the manifest lists are read when decide_many
+        # first needs them.
+        self.modules = read_modules(
+            directory,
+            skip={
+                os.path.normpath(e.batch_module)
+                for e in self.manifest.rules.values()
+                if e.batch_module
+            },
+        )
         self.data_json = _data_json(data)
         self.strict_builtin_errors = strict_builtin_errors
         self._b = bundler.Bundler(
@@ -110,8 +120,10 @@ class RegoPolicy(BatchedPolicy, OverlaidPolicy):
         self._pool_lock = threading.Lock()
         self.strict = strict
         self._use_overlays(overlays)
-        # Whether each rule's batch form may decide (engine_batch.py).
+        # Whether each rule's batch form may decide, and the batch
+        # modules read so far (engine_batch.py).
         self._batch_ok: dict[str, bool] = {}
+        self._batch_texts: dict[str, str | None] = {}
 
     # --- overlays and data -----------------------------------------------
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -131,11 +132,26 @@ class BatchedPolicy:
         self._batch_ok[rule] = ok
         return ok
 
+    def _batch_text(self, name: str) -> str | None:
+        """The batch module name's text, read once, or None."""
+        if name not in self._batch_texts:
+            try:
+                path = os.path.join(self.directory, name)
+                with open(path, encoding='utf-8') as f:
+                    self._batch_texts[name] = f.read()
+            except (OSError, UnicodeDecodeError):
+                self._batch_texts[name] = None
+        return self._batch_texts[name]
+
     def _batch_modules(self, rule: str) -> list[str] | None:
+        """The batch modules rule's batch bundle holds, or None: one is
+        missing or not what the manifest says the converter wrote."""
         names = []
         for r in self.manifest.closure(rule):
             entry = self.manifest.rules[r]
-            text = self.modules.get(entry.batch_module or '')
+            if not entry.batch_module:
+                return None
+            text = self._batch_text(entry.batch_module)
             if text is None or entry.batch_sha256 != _digest(text):
                 return None
             names.append(entry.batch_module)
@@ -152,7 +168,8 @@ class BatchedPolicy:
             return None
         files: list[str] = []
         for name in names:
-            for call in fast_library.LIB_CALL.findall(self.modules[name]):
+            text = self._batch_text(name) or ''
+            for call in fast_library.LIB_CALL.findall(text):
                 needed = table.get(call)
                 if needed is None or not all(
                     f in self.modules for f in needed
@@ -180,7 +197,7 @@ class BatchedPolicy:
                 lower_roles=variant == LOWER,
             )
             for name in self._batch_modules(rule) or ():
-                texts[name] = self.modules[name]
+                texts[name] = self._batch_text(name)
             return self._b.compile(
                 texts, [_entry(self, rule)], f'rule {rule!r} (batch form)'
             )

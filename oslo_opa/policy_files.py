@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import yaml
@@ -15,9 +15,12 @@ import yaml
 from oslo_opa.errors import PolicyLoadError
 
 
-def read_modules(directory: str, tests: bool = False) -> dict[str, str]:
+def read_modules(
+    directory: str, tests: bool = False, skip: Collection[str] = ()
+) -> dict[str, str]:
     """Every ``.rego`` file under directory: relpath -> text; with tests,
-    the ``_test.rego`` files only, else all the others.
+    the ``_test.rego`` files only, else all the others; none whose
+    relpath is in skip.
 
     :raises PolicyLoadError: naming a file that cannot be read.
     """
@@ -31,6 +34,8 @@ def read_modules(directory: str, tests: bool = False) -> dict[str, str]:
                 continue
             path = os.path.join(root, name)
             rel = os.path.relpath(path, directory)
+            if rel in skip:
+                continue
             try:
                 with open(path, encoding='utf-8') as f:
                     modules[rel] = f.read()
