@@ -192,10 +192,20 @@ def answers(data: bytes, count: int) -> list[Any] | None:
     """Each item's answer (a boolean, or None where OPA gave none or not
     a boolean) from OPA's reply; None when the reply is not a batch's
     (the rule is not loaded: an older bundle)."""
+    return _pairs(_result(data), count)
+
+
+def _result(data: bytes) -> Any:
+    """The ``result`` of OPA's reply, or None (also for garbage)."""
     try:
-        result = json.loads(data).get('result')
+        return json.loads(data).get('result')
     except (ValueError, AttributeError):
         return None
+
+
+def _pairs(result: Any, count: int) -> list[Any] | None:
+    """count answers from ``[[position, allow], ...]``, or None when
+    result is not a list."""
     if not isinstance(result, list):
         return None
     out: list[Any] = [None] * count
@@ -209,6 +219,22 @@ def answers(data: bytes, count: int) -> list[Any] | None:
         ):
             out[pair[0]] = pair[1]
     return out
+
+
+def _booleans(values: Any, count: int) -> list[bool] | None:
+    """values if it is a list of count booleans, else None."""
+    if (
+        isinstance(values, list)
+        and len(values) == count
+        and all(type(v) is bool for v in values)
+    ):
+        return values
+    return None
+
+
+def _group_input(creds: Any, rule: str, targets: Sequence[Any]) -> dict:
+    """What ``rules[<slug>]`` reads: one caller, one rule, its targets."""
+    return {'credentials': creds, 'rule': rule, 'targets': list(targets)}
 
 
 def decisions_path(prefix: str) -> str:
@@ -226,26 +252,14 @@ def group_body(creds: Any, rule: str, targets: Sequence[Any]) -> bytes:
 
     :raises TypeError, ValueError: an input is not JSON.
     """
-    doc = {
-        'input': {'credentials': creds, 'rule': rule, 'targets': list(targets)}
-    }
+    doc = {'input': _group_input(creds, rule, targets)}
     return json.dumps(doc, separators=(',', ':')).encode('ascii')
 
 
 def group_answers(data: bytes, count: int) -> list[bool] | None:
     """One group's decisions from OPA's reply, or None when it is not a
     list of count booleans (no batch form of the rule in OPA)."""
-    try:
-        result = json.loads(data).get('result')
-    except (ValueError, AttributeError):
-        return None
-    if (
-        isinstance(result, list)
-        and len(result) == count
-        and all(type(v) is bool for v in result)
-    ):
-        return result
-    return None
+    return _booleans(_result(data), count)
 
 
 def decisions_body(
@@ -260,14 +274,7 @@ def decisions_body(
     doc = {
         'input': {
             'groups': [
-                {
-                    'slug': slug,
-                    'input': {
-                        'credentials': creds,
-                        'rule': rule,
-                        'targets': list(targets),
-                    },
-                }
+                {'slug': slug, 'input': _group_input(creds, rule, targets)}
                 for slug, creds, rule, targets in groups
             ],
             'items': [{'slug': s, 'input': d} for s, d in items],
@@ -283,26 +290,14 @@ def decisions_answers(
     booleans as it has targets) and each item's answer (as
     :func:`answers`), or None when the reply is not the ``decisions`` rule's
     (an older bundle)."""
-    try:
-        result = json.loads(data).get('result')
-    except (ValueError, AttributeError):
-        return None
+    result = _result(data)
     if not isinstance(result, dict):
         return None
     groups: list[list[bool] | None] = [None] * len(sizes)
     for pair in result.get('groups') or ():
-        if not (isinstance(pair, list) and len(pair) == 2):
-            continue
-        i, values = pair
-        if (
-            type(i) is int
-            and 0 <= i < len(sizes)
-            and isinstance(values, list)
-            and len(values) == sizes[i]
-            and all(type(v) is bool for v in values)
-        ):
-            groups[i] = values
-    items = answers(
-        json.dumps({'result': result.get('items')}).encode(), count
-    )
+        if isinstance(pair, list) and len(pair) == 2:
+            i, values = pair
+            if type(i) is int and 0 <= i < len(sizes):
+                groups[i] = _booleans(values, sizes[i]) or groups[i]
+    items = _pairs(result.get('items'), count)
     return groups, items if items is not None else [None] * count
