@@ -120,9 +120,7 @@ class RegoPolicy(BatchedPolicy, OverlaidPolicy):
         self._pool_lock = threading.Lock()
         self.strict = strict
         self._use_overlays(overlays)
-        # Whether each rule's batch form may decide, and the batch
-        # modules read so far (engine_batch.py).
-        self._batch_ok: dict[str, bool] = {}
+        # The batch modules read so far (engine_batch.py).
         self._batch_texts: dict[str, str | None] = {}
 
     # --- overlays and data -----------------------------------------------
@@ -135,7 +133,8 @@ class RegoPolicy(BatchedPolicy, OverlaidPolicy):
         self.warnings = self._scope.warnings
         self._touched = self._scope.touched
         self._projection = {}
-        self._batch_ok = {}
+        # Whether each rule's batch form may decide (engine_batch.py).
+        self._batch_ok: dict[str, bool] = {}
 
     def replace(
         self,

@@ -26,7 +26,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oslo_opa import fast_library, notes
+from oslo_opa import fast_library
 from oslo_opa.input_profile import (
     FULL,
     LOWER,
@@ -85,8 +85,6 @@ class BatchedPolicy:
                     out[i] = self.evaluate(rule, doc)
                 except Exception as e:  # noqa: BLE001 - returned, not raised
                     out[i] = e
-            else:
-                notes.last.route = 'batch'
         return out  # type: ignore[return-value]
 
     def _groups(

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oslo_opa import batch, notes
+from oslo_opa import batch
 from oslo_opa.drivers.base import DecisionError
 from oslo_opa.drivers.transport import TransportError
 
@@ -119,7 +119,6 @@ class HttpBatching:
             return self._singles(
                 prefix, [m for g in groups for m in g] + singles
             )
-        notes.last.route = 'remote'
         out: dict[int, bool | DecisionError] = {}
         rest: list[Item] = []
         for group, values in zip(groups, parsed[0], strict=True):
@@ -167,7 +166,6 @@ class HttpBatching:
         values = batch.group_answers(data, len(group))
         if values is None:
             return None
-        notes.last.route = 'remote'
         return {m[0]: v for m, v in zip(group, values, strict=True)}
 
     def _singles(
