@@ -372,22 +372,14 @@ class _TableCompiler:
             f'state := {state}',
             '',
         ]
-        fast_lines = [
-            *header,
-            '# The boolean fast path: exact whenever maybe_error is false.',
-            f'package {package}',
-            '',
-        ]
-        if 'lib.' in '\n'.join(fast):
-            fast_lines += ['import data.oslo_opa.lib', '']
-        for rule in fast:
-            fast_lines += [rule, '']
+        what = '# The boolean fast path: exact whenever maybe_error is false.'
+        fast_module = _module([*header, what], package, fast)
         return CompiledRule(
             batch_module=self._batch_module(name, check, header),
             name=name,
             package=package,
             module='\n'.join(lines),
-            fast_module='\n'.join(fast_lines),
+            fast_module=fast_module,
             check_str=_check_str(check),
             deps=rc.deps,
             target_keys=rc.target_keys,
@@ -408,18 +400,26 @@ class _TableCompiler:
             self.target_readers.__contains__,
             name,
         ).batch_rules(check)
-        lines = [
-            *header,
-            '# The fast path with the target an argument: many targets in',
-            '# one query (see oslo_opa/convert/batchpath.py).',
-            f'package {self.packages[name]}',
-            '',
-        ]
-        if 'lib.' in '\n'.join(batch):
-            lines += ['import data.oslo_opa.lib', '']
-        for rule in batch:
-            lines += [rule, '']
-        return '\n'.join(lines)
+        return _module(
+            [
+                *header,
+                '# The fast path with the target an argument: many targets in',
+                '# one query (see oslo_opa/convert/batchpath.py).',
+            ],
+            self.packages[name],
+            batch,
+        )
+
+
+def _module(comments: list[str], package: str, rules: list[str]) -> str:
+    """A module of rules in package, under comments, importing the
+    library if they call it."""
+    lines = [*comments, f'package {package}', '']
+    if 'lib.' in '\n'.join(rules):
+        lines += ['import data.oslo_opa.lib', '']
+    for rule in rules:
+        lines += [rule, '']
+    return '\n'.join(lines)
 
 
 def _decision(name: str) -> list[str]:
