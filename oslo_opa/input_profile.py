@@ -208,9 +208,9 @@ def fast_profile(
     simple = lower = lowered = keyed = True
     roles_raise = False
     key = []
-    # What is sent in place of the document's values, by part.
-    sent: dict[bool, dict[str, Any]] = {True: {}, False: {}}
-    folded = sent[True]
+    # What is sent in place of the document's values: credentials, target.
+    folded: dict[str, Any] = {}
+    target_sent: dict[str, Any] = {}
     stringify = lists
     for is_creds, items in zip((True, False), parts, strict=True):
         part = []
@@ -246,12 +246,12 @@ def fast_profile(
                     simple = False
             elif kind in _STRINGIFIED:
                 if stringify:
-                    sent[is_creds][name] = str(value)
+                    (folded if is_creds else target_sent)[name] = str(value)
             elif is_creds and name in dotted and kind in (dict, list):
                 # A walk compares what it ends on with str_eq or cred_is:
                 # a list there needs the full variant, which walks it.
                 if stringify:
-                    sent[True][name], listed, value = _str_tree(value)
+                    folded[name], listed, value = _str_tree(value)
                     simple = simple and not listed
                     keyed = keyed and value is not None
                 else:
@@ -285,8 +285,8 @@ def fast_profile(
     if folded:
         creds = {**creds, **folded}
     target = doc['target']
-    if sent[False]:
-        target = {**target, **sent[False]}
+    if target_sent:
+        target = {**target, **target_sent}
     if not stringify:
         # Older conversions compare by py_str, which lower-cases nothing,
         # but their variants were chosen on every string.
