@@ -41,12 +41,10 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 INSTALL_OPA = REPO_ROOT / 'tools' / 'install-opa.sh'
 INSTALL_NGINX = REPO_ROOT / 'tools' / 'install-nginx.sh'
 INSTALL_REGISTRY = REPO_ROOT / 'tools' / 'install-registry.sh'
-# Exit status of install-opa.sh when Go is not installed, and of
-# install-nginx.sh when apt-get is not there to install nginx.
-NO_GO_EXIT = 3
-NO_APT_EXIT = 3
-# ... and of install-registry.sh without apt-get or without Go.
-NO_REGISTRY_EXIT = 3
+# Exit status of the install scripts when they cannot install here:
+# install-opa.sh without Go, install-nginx.sh without apt-get (or root),
+# install-registry.sh without either.
+NO_INSTALL_EXIT = 3
 # A build from an empty Go cache takes 1-3 minutes on 2 cores.
 INSTALL_TIMEOUT = 30 * 60
 
@@ -55,18 +53,35 @@ def _require_opa():
     return os.environ.get('OSLO_OPA_REQUIRE_OPA') == '1'
 
 
-@pytest.fixture(scope='session')
-def opa_bin():
-    """Absolute path of the OPA binary the functional tests run."""
-    explicit = os.environ.get('OSLO_OPA_BIN')
-    if explicit:
-        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
-            return os.path.abspath(explicit)
-        pytest.fail(f'OSLO_OPA_BIN={explicit!r} is not an executable file')
+def skip_unless_required(message: str) -> None:
+    """Skip the test for a missing real part; fail it instead under
+    ``OSLO_OPA_REQUIRE_OPA=1`` (CI), where every part must be there."""
+    if _require_opa():
+        pytest.fail(f'{message} (OSLO_OPA_REQUIRE_OPA=1)')
+    pytest.skip(message)
 
+
+def _explicit(*names: str) -> tuple[str, ...] | None:
+    """The binaries the environment variables names point at, when all
+    are set (each must be an executable file), else None."""
+    paths = tuple(os.environ.get(n) for n in names)
+    if not all(paths):
+        return None
+    for name, path in zip(names, paths, strict=True):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            pytest.fail(f'{name}={path!r} is not an executable file')
+    return tuple(os.path.abspath(p) for p in paths)
+
+
+def _installed(
+    script: pathlib.Path, count: int, missing: str
+) -> tuple[str, ...]:
+    """The count binaries script installs (or finds), from the last count
+    lines it prints; missing: why the tests skip when it exits
+    NO_INSTALL_EXIT (it cannot install them here)."""
     try:
         proc = subprocess.run(
-            ['bash', str(INSTALL_OPA)],
+            ['bash', str(script)],
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -79,68 +94,46 @@ def opa_bin():
         if isinstance(stderr, bytes):
             stderr = stderr.decode(errors='replace')
         pytest.fail(
-            f'{INSTALL_OPA} did not finish in {INSTALL_TIMEOUT}s:\n{stderr}'
+            f'{script} did not finish in {INSTALL_TIMEOUT}s:\n{stderr}'
         )
-
-    if proc.returncode == NO_GO_EXIT:
-        message = (
-            'Go is not installed: the functional tests need the real OPA '
-            'built by tools/install-opa.sh'
-        )
-        if _require_opa():
-            pytest.fail(f'{message} (OSLO_OPA_REQUIRE_OPA=1)')
-        pytest.skip(message)
-    if proc.returncode != 0:
+    if proc.returncode == NO_INSTALL_EXIT:
+        skip_unless_required(f'{missing}:\n{proc.stderr[-1000:]}')
+    paths = [line.strip() for line in proc.stdout.strip().splitlines()]
+    paths = paths[-count:]
+    if (
+        proc.returncode != 0
+        or len(paths) != count
+        or not all(os.path.isabs(p) and os.access(p, os.X_OK) for p in paths)
+    ):
         pytest.fail(
-            f'{INSTALL_OPA} failed with exit status {proc.returncode}:\n'
-            f'{proc.stderr}'
+            f'{script} failed (exit status {proc.returncode}, printed '
+            f'{paths!r}):\n{proc.stderr[-2000:]}'
         )
+    return tuple(paths)
 
-    lines = proc.stdout.strip().splitlines()
-    path = lines[-1].strip() if lines else ''
-    if not (os.path.isabs(path) and os.access(path, os.X_OK)):
-        pytest.fail(
-            f'{INSTALL_OPA} printed no usable OPA path (got {path!r}):\n'
-            f'{proc.stderr}'
-        )
-    return path
+
+@pytest.fixture(scope='session')
+def opa_bin():
+    """Absolute path of the OPA binary the functional tests run."""
+    found = _explicit('OSLO_OPA_BIN') or _installed(
+        INSTALL_OPA,
+        1,
+        'Go is not installed: the functional tests need the real OPA '
+        'built by tools/install-opa.sh',
+    )
+    return found[0]
 
 
 @pytest.fixture(scope='session')
 def nginx_bin():
     """Absolute path of the nginx binary the bundle-server tests run."""
-    explicit = os.environ.get('OSLO_OPA_NGINX')
-    if explicit:
-        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
-            return os.path.abspath(explicit)
-        pytest.fail(f'OSLO_OPA_NGINX={explicit!r} is not an executable file')
-    proc = subprocess.run(
-        ['bash', str(INSTALL_NGINX)],
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-        check=False,
+    found = _explicit('OSLO_OPA_NGINX') or _installed(
+        INSTALL_NGINX,
+        1,
+        'nginx is not installed and cannot be (no apt-get, or not root): '
+        'the bundle-polling tests need it as a bundle server',
     )
-    if proc.returncode == NO_APT_EXIT:
-        message = (
-            'nginx is not installed and cannot be (no apt-get, or not '
-            'root): the bundle-polling tests need it as a bundle server'
-        )
-        if _require_opa():
-            pytest.fail(f'{message} (OSLO_OPA_REQUIRE_OPA=1)')
-        pytest.skip(message)
-    lines = proc.stdout.strip().splitlines()
-    path = lines[-1].strip() if lines else ''
-    if proc.returncode != 0 or not (
-        os.path.isabs(path) and os.access(path, os.X_OK)
-    ):
-        pytest.fail(
-            f'{INSTALL_NGINX} failed (exit status {proc.returncode}, '
-            f'printed {path!r}):\n{proc.stderr[-2000:]}'
-        )
-    return path
+    return found[0]
 
 
 @pytest.fixture
@@ -168,45 +161,15 @@ def nginx(nginx_bin, tmp_path):
 def registry_bins():
     """(docker-registry, oras): absolute paths of the binaries the OCI
     registry test runs."""
-    explicit = (
-        os.environ.get('OSLO_OPA_REGISTRY'),
-        os.environ.get('OSLO_OPA_ORAS'),
+    explicit = _explicit('OSLO_OPA_REGISTRY', 'OSLO_OPA_ORAS')
+    if explicit:
+        return explicit
+    oras, registry = _installed(
+        INSTALL_REGISTRY,
+        2,
+        'docker-registry or oras is not installed and cannot be (no '
+        'apt-get or not root, or no Go): the OCI registry test needs them',
     )
-    if all(explicit):
-        for path in explicit:
-            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-                pytest.fail(f'{path!r} is not an executable file')
-        return tuple(os.path.abspath(p) for p in explicit)
-    proc = subprocess.run(
-        ['bash', str(INSTALL_REGISTRY)],
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-        check=False,
-    )
-    if proc.returncode == NO_REGISTRY_EXIT:
-        message = (
-            'docker-registry or oras is not installed and cannot be (no '
-            'apt-get or not root, or no Go): the OCI registry test needs '
-            f'them:\n{proc.stderr[-1000:]}'
-        )
-        if _require_opa():
-            pytest.fail(f'{message} (OSLO_OPA_REQUIRE_OPA=1)')
-        pytest.skip(message)
-    lines = proc.stdout.strip().splitlines()
-    paths = [line.strip() for line in lines[-2:]]
-    if (
-        proc.returncode != 0
-        or len(paths) != 2
-        or not all(os.path.isabs(p) and os.access(p, os.X_OK) for p in paths)
-    ):
-        pytest.fail(
-            f'{INSTALL_REGISTRY} failed (exit status {proc.returncode}, '
-            f'printed {paths!r}):\n{proc.stderr[-2000:]}'
-        )
-    oras, registry = paths
     return registry, oras
 
 
