@@ -277,19 +277,21 @@ def wait_for(predicate, timeout, what):
     pytest.fail(f'{what}: not within {timeout}s')
 
 
+def bundle_state(opa) -> dict:
+    """What opa says of the SERVICE bundle (``system/bundles``)."""
+    client = Transport(opa.url, connect_timeout=2.0)
+    try:
+        _, data = client.request('GET', '/v1/data/system/bundles')
+    finally:
+        client.close()
+    result = json.loads(data).get('result') or {}
+    return result.get(SERVICE) or {}
+
+
 def revisions(opas):
-    out = []
-    for opa in opas:
-        client = Transport(opa.url, connect_timeout=2.0)
-        try:
-            _, data = client.request('GET', '/v1/data/system/bundles')
-        finally:
-            client.close()
-        result = json.loads(data).get('result') or {}
-        out.append(
-            (result.get(SERVICE) or {}).get('manifest', {}).get('revision')
-        )
-    return out
+    return [
+        bundle_state(opa).get('manifest', {}).get('revision') for opa in opas
+    ]
 
 
 def fleet_status(urls, capsys):

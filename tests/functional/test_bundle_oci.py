@@ -33,16 +33,15 @@ moving tag ``current``:
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 
 from oslo_opa import cli
 from oslo_opa import manifest as manifest_mod
-from oslo_opa.drivers.transport import Transport
 from tests.functional.fleet_helpers import (
     RULE,
     SERVICE,
     ask,
+    bundle_state,
     revisions,
     wait_for,
 )
@@ -63,13 +62,7 @@ def _sha256(path):
 
 
 def _etag(opa):
-    client = Transport(opa.url, connect_timeout=2.0)
-    try:
-        _, data = client.request('GET', '/v1/data/system/bundles')
-    finally:
-        client.close()
-    result = json.loads(data).get('result') or {}
-    return (result.get(SERVICE) or {}).get('etag')
+    return bundle_state(opa).get('etag')
 
 
 def test_opa_follows_a_tag_in_an_oci_registry(

@@ -101,6 +101,23 @@ def _decisions(driver):
     return tuple(out)
 
 
+def _refused_after_rev1(built, server, tmp_path):
+    """A driver that activated rev1, then refused rev2 with a module
+    outside the bundle's roots."""
+    server.publish(bundle.tarball(built['rev1']))
+    driver = _driver(server, tmp_path)
+    try:
+        assert driver.poller.wait_activated(10)
+        files = dict(built['rev2'])
+        files['elsewhere.rego'] = b'package other.place\n\nx := 1\n'
+        server.publish(bundle.tarball(files))
+        assert _wait(lambda: driver.poller.last_error is not None)
+    except BaseException:
+        driver.close()
+        raise
+    return driver
+
+
 def _wait(cond, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not cond():
@@ -232,14 +249,8 @@ def test_the_bundle_in_force_published_again_after_a_refused_one(
     """A refused bundle replaced by the one in force (a rollback): the
     error clears, and polls are conditional on its ETag again, not the
     refused one's (which would download it at every poll)."""
-    server.publish(bundle.tarball(built['rev1']))
-    driver = _driver(server, tmp_path)
+    driver = _refused_after_rev1(built, server, tmp_path)
     try:
-        assert driver.poller.wait_activated(10)
-        files = dict(built['rev2'])
-        files['elsewhere.rego'] = b'package other.place\n\nx := 1\n'
-        server.publish(bundle.tarball(files))
-        assert _wait(lambda: driver.poller.last_error is not None)
         server.publish(bundle.tarball(built['rev1']))
         assert _wait(lambda: driver.poller.last_error is None)
         requests = len(server.requests)
@@ -316,14 +327,8 @@ def test_a_misbehaving_server_changes_nothing(
 
 def test_refuses_modules_outside_the_roots(built, server, tmp_path, caplog):
     caplog.set_level(logging.INFO, LOG_NAME)
-    server.publish(bundle.tarball(built['rev1']))
-    driver = _driver(server, tmp_path)
+    driver = _refused_after_rev1(built, server, tmp_path)
     try:
-        assert driver.poller.wait_activated(10)
-        files = dict(built['rev2'])
-        files['elsewhere.rego'] = b'package other.place\n\nx := 1\n'
-        server.publish(bundle.tarball(files))
-        assert _wait(lambda: driver.poller.last_error is not None)
         assert 'do not permit package other.place' in driver.poller.last_error
         assert driver.generation == 1
     finally:
