@@ -16,14 +16,10 @@ set -euo pipefail
 OPA_VERSION=1.22.3
 OPA_MODULE=github.com/open-policy-agent/opa
 
-log() {
-    echo "install-opa: $*" >&2
-}
+LOG_NAME=install-opa
+# shellcheck source=tools/install-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/install-lib.sh"
 
-cache_root=${OSLO_OPA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/oslo-opa}
-if [[ $cache_root != /* ]]; then
-    cache_root=$PWD/$cache_root
-fi
 bin_dir=$cache_root/opa-v$OPA_VERSION/bin
 opa=$bin_dir/opa
 
@@ -36,38 +32,8 @@ is_wanted_opa() {
 
 if is_wanted_opa "$opa"; then
     log "reusing OPA $OPA_VERSION at $opa"
-    echo "$opa"
-    exit 0
+else
+    go_build "$OPA_MODULE" "$OPA_VERSION" "$bin_dir" opa is_wanted_opa \
+        'point OSLO_OPA_BIN at an OPA binary'
 fi
-
-go=$(command -v go || true)
-if [[ -z $go && -x /usr/local/go/bin/go ]]; then
-    go=/usr/local/go/bin/go
-fi
-if [[ -z $go ]]; then
-    log "ERROR: Go is not installed (no 'go' on PATH nor /usr/local/go/bin/go)."
-    log "OPA $OPA_VERSION is built from source with 'go install'; install Go"
-    log "(https://go.dev/doc/install) or point OSLO_OPA_BIN at an OPA binary."
-    exit 3
-fi
-
-mkdir -p "$bin_dir"
-# Build into a private directory and rename into place, so an interrupted
-# or concurrent build never leaves a half-written binary at $opa.
-tmp_bin=$(mktemp -d "$bin_dir/.build.XXXXXX")
-trap 'rm -rf "$tmp_bin"' EXIT
-
-log "building OPA $OPA_VERSION with $("$go" version) (takes a few minutes)"
-start=$SECONDS
-if ! GOBIN=$tmp_bin CGO_ENABLED=0 "$go" install -trimpath \
-        "$OPA_MODULE@v$OPA_VERSION" >&2; then
-    log "ERROR: 'go install $OPA_MODULE@v$OPA_VERSION' failed"
-    exit 1
-fi
-if ! is_wanted_opa "$tmp_bin/opa"; then
-    log "ERROR: the built binary does not report Version: $OPA_VERSION"
-    exit 1
-fi
-mv -f "$tmp_bin/opa" "$opa"
-log "built OPA $OPA_VERSION in $((SECONDS - start))s: $opa"
 echo "$opa"
